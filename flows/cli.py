@@ -1,0 +1,94 @@
+"""The `track` command (SPEC section 10): run, metrics, sessions, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from flows.settings import resolve_lake
+
+DEFAULT_CRON = "*/15 * * * *"
+
+
+def _instant(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--now must be an ISO 8601 date-time such as 2025-01-18T14:30:00Z, got {text!r}"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="track", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="ingest new raw files, rebuild rollups, apply retention")
+    run.add_argument("--lake", help="lake root URL (default $TRACK_LAKE, else data/lake)")
+    run.add_argument("--now", type=_instant, help="the run's time (default: now)")
+    run.add_argument("--retention-days", type=int, help="days kept before now's date (default 30)")
+    run.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    for name in ("metrics", "sessions"):
+        query = commands.add_parser(name, help=f"print the {name} answer as JSON")
+        query.add_argument("--lake")
+        query.add_argument("--start-date", default=None)
+        query.add_argument("--end-date", default=None)
+        query.add_argument("--group-by", default="day")
+        query.add_argument("--user-id", default=None)
+    serve = commands.add_parser("serve", help="serve the pipeline deployment on a schedule")
+    serve.add_argument("--lake")
+    serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default {DEFAULT_CRON!r})")
+    return parser
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    width = max(len(k) for k in report)
+    for key, value in report.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+        elif isinstance(value, list):
+            value = ", ".join(value) or "none"
+        print(f"{key:<{width}}  {value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `track` command; the process exit code."""
+    args = _parser().parse_args(argv)
+    lake = resolve_lake(args.lake)
+    if args.command in ("metrics", "sessions"):
+        import reader
+
+        answer = getattr(reader, args.command)(
+            args.start_date, args.end_date, args.group_by, args.user_id, lake=lake
+        )
+        print(json.dumps(answer))
+        return 0 if answer["status"] == "success" else 1
+    if args.command == "run":
+        from flows.pipeline import pipeline
+
+        report = pipeline(lake=lake, now=args.now, retention_days=args.retention_days)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            _print_report(report)
+        return 0
+    from flows.pipeline import pipeline
+
+    if not os.environ.get("PREFECT_API_URL"):
+        print(
+            "track serve needs a Prefect server: schedules never run on the temporary one.\n"
+            "Start one with `prefect server start`, then set "
+            "PREFECT_API_URL=http://127.0.0.1:4200/api and run `track serve` again.",
+            file=sys.stderr,
+        )
+        return 2
+    pipeline.serve(name="track", cron=args.cron, parameters={"lake": lake})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Fold a run's staged rows into the lake: dedup, events/duplicates/quarantine partitions,
+the manifest; then retention and the rollups of what changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import polars as pl
+
+from flows.ingest import FileResult
+from flows.lake import RAW, STATE, Lake
+from schemas.tables import (
+    Counts,
+    Duplicates,
+    Events,
+    Manifest,
+    Quarantine,
+    Sessions,
+    Tombstones,
+    polars_schema,
+)
+from transforms.counts import daily_counts
+from transforms.dedup import RECORD_KEY, deduplicate
+from transforms.normalise import EVENT_COLUMNS
+from transforms.sessions import PLAY, STOP, match_sessions
+
+EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = (
+    "events",
+    "duplicates",
+    "quarantine",
+    "counts",
+    "sessions",
+)
+MANIFEST = (STATE, "files.parquet")
+TOMBSTONES = (STATE, "tombstones.parquet")
+
+
+@dataclass
+class Committed:
+    """What the run's new lines became, and which event dates changed."""
+
+    accepted: int
+    duplicates: int
+    clamped: int
+    truncated: int
+    changed_dates: list[date]
+
+
+def _stored_copies(lake: Lake, day: date) -> pl.DataFrame:
+    kept = lake.read_partition(EVENTS, day, Events).with_columns(kept=pl.lit(True))
+    lost = lake.read_partition(DUPLICATES, day, Duplicates).with_columns(kept=pl.lit(False))
+    return (
+        pl.concat([kept, lost])
+        .with_columns(date=pl.lit(day))
+        .select(*EVENT_COLUMNS, "date", "kept")
+    )
+
+
+def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[date]:
+    """Retained event dates holding a copy of any of these record keys."""
+    found: set[date] = set()
+    for table, model in ((EVENTS, Events), (DUPLICATES, Duplicates)):
+        hits = (
+            lake.scan(table, model)
+            .filter(pl.col("date") >= window_start)
+            .select(*RECORD_KEY, "date")
+            .join(keys.lazy(), on=RECORD_KEY, how="semi")
+            .select("date")
+            .unique()
+            .collect()
+        )
+        found.update(hits["date"].to_list())
+    return found
+
+
+def commit_events(
+    lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
+) -> Committed:
+    """Dedup the run's new events against the lake and rewrite the event dates this changes.
+
+    `new` holds the retained events of the files in `sources`; any row those files stored
+    before is replaced by them (a file replaced under its name replaces its contribution).
+    """
+    if new.is_empty() and not sources:
+        return Committed(0, 0, 0, 0, [])
+    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    old_dates = {
+        d for ds in manifest.filter(pl.col("path").is_in(sources))["dates"].to_list() for d in ds
+    }
+    touched = {d for d in old_dates if d >= window_start} | set(new["date"].to_list())
+    previous = pl.concat([_stored_copies(lake, d) for d in sorted(touched)]) if touched else None
+    from_sources = (
+        previous.filter(pl.col("source").is_in(sources)) if previous is not None else None
+    )
+    keys = pl.concat([f.select(RECORD_KEY) for f in (new, from_sources) if f is not None]).unique()
+    touched |= _dates_holding(lake, keys, window_start)
+    stored = pl.concat([_stored_copies(lake, d) for d in sorted(touched)]) if touched else None
+    pool = [new.select(*EVENT_COLUMNS, "date").with_columns(kept=pl.lit(True))]
+    if stored is not None:
+        pool.append(stored.filter(~pl.col("source").is_in(sources)))
+    copies = pl.concat(pool, how="vertical_relaxed")
+    tombstones = lake.read_table_file(Tombstones, *TOMBSTONES)
+    interested = copies.join(keys, on=RECORD_KEY, how="semi")
+    decided = deduplicate(interested.lazy(), tombstones=tombstones.lazy()).collect()
+    settled = copies.join(keys, on=RECORD_KEY, how="anti")
+    result = pl.concat([settled, decided.select(settled.columns)])
+    for day in sorted(touched):
+        rows = result.filter(pl.col("date") == day)
+        lake.write_partition(EVENTS, day, _validated(rows.filter("kept"), Events))
+        lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
+    fresh = decided.join(
+        new.select("source", "line", "clamped", "truncated"), on=["source", "line"], how="inner"
+    )
+    fresh_kept = fresh.filter("kept")
+    return Committed(
+        accepted=len(fresh_kept),
+        duplicates=len(fresh) - len(fresh_kept),
+        clamped=int(fresh_kept["clamped"].sum()),
+        truncated=int(fresh_kept["truncated"].sum()),
+        changed_dates=sorted(touched),
+    )
+
+
+def _validated(rows: pl.DataFrame, model: type) -> pl.DataFrame:
+    columns = list(polars_schema(model))
+    return model.validate(rows.select(columns).sort("timestamp", "source", "line"))
+
+
+def commit_quarantine(
+    lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
+) -> None:
+    """Add the run's rejected lines, replacing what re-read files rejected before."""
+    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    old = manifest.filter(pl.col("path").is_in(sources))["received_at"].dt.date().to_list()
+    new = new.with_columns(date=pl.col("received_at").dt.date())
+    for day in sorted(set(old) | set(new["date"].to_list())):
+        if day < window_start:
+            continue  # retention deletes it at the end of this run anyway
+        kept = lake.read_partition(QUARANTINE, day, Quarantine).filter(
+            ~pl.col("source").is_in(sources)
+        )
+        rows = pl.concat([kept, new.filter(pl.col("date") == day).drop("date")])
+        lake.write_partition(QUARANTINE, day, Quarantine.validate(rows.sort("source", "line")))
+
+
+def update_manifest(lake: Lake, files: list[FileResult], new: pl.DataFrame) -> None:
+    """Record the bytes each file was read as, when, and which event dates it stored rows in."""
+    if not files:
+        return
+    dates = new.group_by(pl.col("source").alias("path")).agg(dates=pl.col("date").unique().sort())
+    listed = pl.DataFrame(
+        {
+            "path": [f.path for f in files],
+            "size": [f.size for f in files],
+            "modified": [f.modified for f in files],
+            "sha256": [f.sha256 for f in files],
+            "received_at": [f.received_at for f in files],
+            "unchanged": [f.unchanged for f in files],
+        },
+        schema_overrides={
+            "modified": pl.Datetime("ms", "UTC"),
+            "received_at": pl.Datetime("ms", "UTC"),
+        },
+    )
+    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    # An unchanged file keeps its received_at and dates; only its listing details move on.
+    unchanged = (
+        listed.filter("unchanged")
+        .select("path", "size", "modified")
+        .join(manifest.drop("size", "modified"), on="path")
+    )
+    changed = (
+        listed.filter(~pl.col("unchanged"))
+        .drop("unchanged")
+        .join(dates, on="path", how="left")
+        .with_columns(pl.col("dates").fill_null(pl.lit([], dtype=pl.List(pl.Date))))
+    )
+    rest = manifest.filter(~pl.col("path").is_in(listed["path"].implode()))
+    rows = pl.concat([rest, unchanged.select(manifest.columns), changed.select(manifest.columns)])
+    lake.write_table_file(Manifest.validate(rows.sort("path")), *MANIFEST)
+
+
+def apply_retention(lake: Lake, *, window_start: date) -> int:
+    """Delete raw, event and quarantine partitions before the window; the count deleted.
+
+    Keys of expired kept events that could still arrive again unexpired (their instant as sent
+    is inside the window: a clamped future timestamp) become tombstones first.
+    """
+    deleted = 0
+    tombstones = [
+        lake.read_table_file(Tombstones, *TOMBSTONES).filter(
+            pl.col("sent_at").dt.date() >= window_start
+        )
+    ]
+    for day in lake.partitions(EVENTS):
+        if day < window_start:
+            rows = lake.read_partition(EVENTS, day, Events)
+            tombstones.append(
+                rows.filter(pl.col("sent_at").dt.date() >= window_start).select(
+                    list(polars_schema(Tombstones))
+                )
+            )
+    lake.write_table_file(Tombstones.validate(pl.concat(tombstones).unique()), *TOMBSTONES)
+    for table in (RAW, EVENTS, DUPLICATES, QUARANTINE):
+        for day in lake.partitions(table):
+            if day < window_start:
+                lake.delete_partition(table, day)
+                deleted += 1
+    return deleted
+
+
+def rebuild_counts(lake: Lake, days: list[date]) -> None:
+    """Rewrite the daily counts of these dates from their events."""
+    for day in days:
+        events = lake.read_partition(EVENTS, day, Events).with_columns(date=pl.lit(day))
+        counts = daily_counts(events.lazy()).collect().drop("date")
+        lake.write_partition(COUNTS, day, Counts.validate(counts))
+
+
+def rebuild_sessions(lake: Lake, *, window_start: date) -> int:
+    """Re-match sessions over all retained events; rewrite session dates inside the window."""
+    events = (
+        lake.scan(EVENTS, Events)
+        .filter(pl.col("date") >= window_start, pl.col("event").is_in([PLAY, STOP]))
+        .select("user_id", "event", "timestamp")
+    )
+    sessions = match_sessions(events).collect()
+    days = set(sessions["date"].to_list()) | {
+        d for d in lake.partitions(SESSIONS) if d >= window_start
+    }
+    for day in sorted(days):
+        rows = sessions.filter(pl.col("date") == day).drop("date")
+        lake.write_partition(SESSIONS, day, Sessions.validate(rows))
+    return len(sessions)

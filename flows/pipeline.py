@@ -1,0 +1,248 @@
+"""The `pipeline` flow: ingest what is new in raw/, rebuild what it changes, apply retention."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.commit import (
+    MANIFEST,
+    Committed,
+    apply_retention,
+    commit_events,
+    commit_quarantine,
+    rebuild_counts,
+    rebuild_sessions,
+    update_manifest,
+)
+from flows.ingest import FilePlan, FileResult, ingest_file
+from flows.lake import RUNS, STATE, Lake, RawFile
+from flows.settings import Settings, resolve_lake
+from schemas.constants import REASONS
+from schemas.tables import Manifest, Quarantine, polars_schema
+from transforms.normalise import EVENT_SCHEMA
+
+WINDOW = (STATE, "window.json")
+STAGING = "staging"
+BATCH_BYTES = 64 * 1024 * 1024
+BATCH_FILES = 256
+STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 5, 15]}
+
+
+@dataclass
+class RunReport:
+    """What a run did (SPEC section 9): printed, logged, stored in runs/, published."""
+
+    run_id: str
+    now: str
+    window_start: str
+    files: int = 0
+    lines: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    expired: int = 0
+    quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    clamped: int = 0
+    truncated: int = 0
+    sessions: int = 0
+    partitions_deleted: int = 0
+    ignored: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        """The report as a Markdown table, for the Prefect artifact."""
+        rows = [
+            (k, v) for k, v in asdict(self).items() if k not in ("quarantined_by_reason", "ignored")
+        ]
+        rows += [(f"quarantined: {k}", v) for k, v in self.quarantined_by_reason.items()]
+        rows += [("ignored", ", ".join(self.ignored) or "none")]
+        return "| item | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+
+
+def window_start_for(lake: Lake, now: datetime, retention_days: int) -> date:
+    """The first retained date of a run at `now`: never earlier than the last run's (SPEC 8)."""
+    start = (now.astimezone(UTC) - timedelta(days=retention_days)).date()
+    state = lake.read_json(*WINDOW) or {}
+    if state.get("window_start"):
+        start = max(start, date.fromisoformat(state["window_start"]))
+    return start
+
+
+def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
+    """The listed files whose size or modified time differ from what the manifest holds."""
+    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    known = {row["path"]: row for row in manifest.iter_rows(named=True)}
+    by_bytes = {row["sha256"]: row["received_at"] for row in known.values()}
+    plans = []
+    for raw in files:
+        prior = known.get(raw.path)
+        if prior and prior["size"] == raw.size and prior["modified"] == raw.modified:
+            continue
+        plans.append(FilePlan(raw, prior["sha256"] if prior else None, by_bytes))
+    return plans
+
+
+def batches(plans: list[FilePlan]) -> list[list[FilePlan]]:
+    """Plans grouped so that one task reads many small files or a few large ones."""
+    groups: list[list[FilePlan]] = [[]]
+    size = 0
+    for plan in plans:
+        if groups[-1] and (size + plan.raw.size > BATCH_BYTES or len(groups[-1]) >= BATCH_FILES):
+            groups.append([])
+            size = 0
+        groups[-1].append(plan)
+        size += plan.raw.size
+    return [g for g in groups if g]
+
+
+@dataclass
+class BatchResult:
+    """Files a batch read and the staging files holding their rows."""
+
+    files: list[FileResult]
+    events: str | None
+    quarantine: str | None
+
+
+@task(**STORAGE_RETRIES)
+def list_raw(lake_url: str) -> tuple[list[RawFile], list[str]]:
+    """List raw/ (files to consider, and other paths to report)."""
+    return Lake(lake_url).list_raw()
+
+
+@task(**STORAGE_RETRIES)
+def ingest_batch(
+    lake_url: str, plans: list[FilePlan], window_start: date, stage: str
+) -> BatchResult:
+    """Read and parse a batch of raw files; stage their rows in the lake."""
+    lake = Lake(lake_url)
+    results, events, quarantine = [], [], []
+    for plan in plans:
+        result, file_events, file_quarantine = ingest_file(lake, plan, window_start=window_start)
+        results.append(result)
+        if file_events is not None and len(file_events):
+            events.append(file_events)
+        if file_quarantine is not None and len(file_quarantine):
+            quarantine.append(file_quarantine)
+    name = uuid.uuid4().hex
+    paths = []
+    for kind, frames in (("events", events), ("quarantine", quarantine)):
+        if frames:
+            lake.write_table_file(
+                pl.concat(frames), STATE, STAGING, stage, f"{name}.{kind}.parquet"
+            )
+            paths.append(f"{name}.{kind}.parquet")
+        else:
+            paths.append(None)
+    return BatchResult(results, paths[0], paths[1])
+
+
+def _staged(lake: Lake, stage: str, names: list[str | None]) -> list[pl.DataFrame]:
+    return [lake.read_parquet(STATE, STAGING, stage, n) for n in names if n]
+
+
+@task(**STORAGE_RETRIES)
+def commit(lake_url: str, results: list[BatchResult], window_start: date, stage: str) -> Committed:
+    """Fold the staged rows into events, duplicates, quarantine and the manifest."""
+    lake = Lake(lake_url)
+    files = [f for r in results for f in r.files]
+    sources = {f.path for f in files if not f.unchanged}
+    staged = _staged(lake, stage, [r.events for r in results])
+    new = pl.concat(staged) if staged else pl.DataFrame(schema=EVENT_SCHEMA)
+    new = new.filter(~pl.col("expired"))
+    rejected = _staged(lake, stage, [r.quarantine for r in results])
+    outcome = commit_events(lake, new, sources=sources, window_start=window_start)
+    commit_quarantine(
+        lake,
+        pl.concat(rejected) if rejected else pl.DataFrame(schema=polars_schema(Quarantine)),
+        sources=sources,
+        window_start=window_start,
+    )
+    update_manifest(lake, files, new)
+    lake.remove(STATE, STAGING, stage)
+    return outcome
+
+
+@task(**STORAGE_RETRIES)
+def retention(lake_url: str, window_start: date) -> int:
+    """Delete what left the window; keep the window start for the next run."""
+    lake = Lake(lake_url)
+    deleted = apply_retention(lake, window_start=window_start)
+    lake.write_json({"window_start": window_start.isoformat()}, *WINDOW)
+    return deleted
+
+
+@task(**STORAGE_RETRIES)
+def rollups(lake_url: str, changed_dates: list[date], window_start: date) -> int | None:
+    """Rebuild the counts of changed dates and the sessions in the window (None: nothing to do)."""
+    lake = Lake(lake_url)
+    days = [d for d in changed_dates if d >= window_start]
+    if not days:
+        return None
+    rebuild_counts(lake, days)
+    return rebuild_sessions(lake, window_start=window_start)
+
+
+@flow(name="pipeline", log_prints=False)
+def pipeline(
+    lake: str | None = None, now: datetime | None = None, retention_days: int | None = None
+) -> dict[str, Any]:
+    """Ingest new or changed raw files, rebuild what they affect, apply retention; the report."""
+    settings = Settings.from_env()
+    lake_url = resolve_lake(lake)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    days = settings.retention_days if retention_days is None else retention_days
+    store = Lake(lake_url)
+    window_start = window_start_for(store, now, days)
+    run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    files, ignored = list_raw(lake_url)
+    plans = plan_files(store, files)
+    futures = [
+        ingest_batch.submit(lake_url, group, window_start, run_id) for group in batches(plans)
+    ]
+    results = [f.result() for f in futures]
+    outcome = commit(lake_url, results, window_start, run_id)
+    deleted = retention(lake_url, window_start)
+    sessions = rollups(lake_url, outcome.changed_dates, window_start)
+    report = _report(run_id, now, window_start, results, outcome, deleted, sessions, ignored)
+    store.write_json(asdict(report), RUNS, f"{run_id}.json")
+    get_run_logger().info("Track run report: %s", asdict(report))
+    create_markdown_artifact(report.markdown(), key="track-run-report", description="Track run")
+    return asdict(report)
+
+
+def _report(
+    run_id: str,
+    now: datetime,
+    window_start: date,
+    results: list[BatchResult],
+    outcome: Committed,
+    deleted: int,
+    sessions: int | None,
+    ignored: list[str],
+) -> RunReport:
+    files = [f for r in results for f in r.files if not f.unchanged]
+    by_reason = {reason: sum(f.quarantined.get(reason, 0) for f in files) for reason in REASONS}
+    return RunReport(
+        run_id=run_id,
+        now=now.isoformat(),
+        window_start=window_start.isoformat(),
+        files=len(files),
+        lines=sum(f.lines for f in files),
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        expired=sum(f.expired for f in files),
+        quarantined=sum(by_reason.values()),
+        quarantined_by_reason={k: v for k, v in by_reason.items() if v},
+        clamped=outcome.clamped,
+        truncated=outcome.truncated,
+        sessions=sessions if sessions is not None else 0,
+        partitions_deleted=deleted,
+        ignored=ignored,
+    )

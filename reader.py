@@ -1,0 +1,127 @@
+"""Answers in the JSON shape of the Track analytics API (GET /metrics, GET /sessions).
+
+Both functions take their arguments as a query string gives them, read only the rollups
+(never raw NDJSON) and never raise: bad input gives `{"status": "error", "message": ...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import date
+from typing import Any
+
+from flows.lake import Lake
+from flows.settings import resolve_lake
+from schemas.tables import Counts, Sessions
+from transforms.counts import GROUP_BYS, counts_by_period
+from transforms.sessions import sessions_by_period
+
+log = logging.getLogger("track.reader")
+
+REQUIRED = "start_date and end_date are required"
+BAD_DATE = "Invalid date format. Use YYYY-MM-DD"
+BAD_GROUP_BY = "group_by must be one of: day, week, month"
+BAD_ORDER = "start_date must be on or before end_date"
+METRICS_FAILED = "Failed to fetch metrics"
+SESSIONS_FAILED = "Failed to fetch session metrics"
+_ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
+
+Answer = dict[str, Any]
+
+
+def _error(message: str) -> Answer:
+    return {"status": "error", "message": message}
+
+
+def _parse_query(start_date: Any, end_date: Any, group_by: Any) -> tuple[date, date, str] | Answer:
+    """The checked query, or the error answer for the first rule it breaks (SPEC 7)."""
+    if not start_date or not end_date:
+        return _error(REQUIRED)
+    days = []
+    for text in (start_date, end_date):
+        if not isinstance(text, str) or not _ISO_DATE.match(text):
+            return _error(BAD_DATE)
+        try:
+            days.append(date.fromisoformat(text))
+        except ValueError:
+            return _error(BAD_DATE)
+    group = "day" if group_by is None else group_by
+    if group not in GROUP_BYS:
+        return _error(BAD_GROUP_BY)
+    if days[0] > days[1]:
+        return _error(BAD_ORDER)
+    return days[0], days[1], group
+
+
+def _user(user_id: Any) -> str | None:
+    # An empty query parameter (`user_id=`) means no filter, as an absent one does.
+    return str(user_id) if user_id not in (None, "") else None
+
+
+def metrics(
+    start_date: Any,
+    end_date: Any,
+    group_by: Any = "day",
+    user_id: Any = None,
+    *,
+    lake: str | None = None,
+) -> Answer:
+    """Event counts per period: `{"status": "success", "data": [{"date": ..., event: n}]}`."""
+    query = _parse_query(start_date, end_date, group_by)
+    if isinstance(query, dict):
+        return query
+    start, end, group = query
+    try:
+        daily = Lake(resolve_lake(lake)).scan("counts", Counts)
+        rows = counts_by_period(
+            daily,
+            start=start,
+            end=end,
+            group_by=group,
+            user_id=_user(user_id),  # type: ignore[arg-type]
+        ).collect()
+    except Exception:
+        log.exception("metrics query failed")
+        return _error(METRICS_FAILED)
+    data: list[dict[str, Any]] = []
+    for period, event, count in rows.iter_rows():
+        if not data or data[-1]["date"] != period.isoformat():
+            data.append({"date": period.isoformat()})
+        data[-1][event] = int(count)
+    return {"status": "success", "data": data}
+
+
+def sessions(
+    start_date: Any,
+    end_date: Any,
+    group_by: Any = "day",
+    user_id: Any = None,
+    *,
+    lake: str | None = None,
+) -> Answer:
+    """Session totals per period: date, totalDuration, sessionCount, averageDuration."""
+    query = _parse_query(start_date, end_date, group_by)
+    if isinstance(query, dict):
+        return query
+    start, end, group = query
+    try:
+        table = Lake(resolve_lake(lake)).scan("sessions", Sessions)
+        rows = sessions_by_period(
+            table,
+            start=start,
+            end=end,
+            group_by=group,
+            user_id=_user(user_id),  # type: ignore[arg-type]
+        ).collect()
+    except Exception:
+        log.exception("sessions query failed")
+        return _error(SESSIONS_FAILED)
+    data = [
+        {"date": row["period"].isoformat(), **{k: int(v) for k, v in row.items() if k != "period"}}
+        for row in rows.iter_rows(named=True)
+    ]
+    return {"status": "success", "data": data}
+
+
+__all__ = ["metrics", "sessions"]

@@ -1,0 +1,51 @@
+"""The numbers and names of the contract (SPEC sections 2 to 4, 8), defined once."""
+
+from __future__ import annotations
+
+MAX_STRING_CHARS = 256
+"""`event` and `user_id` are strings of 1 to this many characters (code points)."""
+
+MAX_DEPTH = 64
+"""A line nested deeper than this (the record itself is level 1) is bad input."""
+
+MAX_METADATA_BYTES = 4096
+"""Compact UTF-8 JSON size above which metadata is truncated."""
+
+RETENTION_DAYS = 30
+"""Default retention window, in days before the run's date."""
+
+RESERVED_EVENT = "date"
+"""An event may not be called this: the answers use the key."""
+
+# Warnings and the pipeline's own metadata keys (SPEC section 3).
+WARNINGS_KEY = "_warnings"
+ORIGINAL_SIZE_KEY = "_original_size"
+ORIGINAL_TIMESTAMP_KEY = "_original_timestamp"
+TIMESTAMP_CLAMPED = "timestamp_clamped"
+METADATA_TRUNCATED = "metadata_truncated"
+
+# Quarantine reason codes (SPEC section 4), in the order a line is checked.
+UNREADABLE_FILE = "unreadable_file"
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+NOT_AN_OBJECT = "not_an_object"
+TOO_DEEP = "too_deep"
+INVALID_EVENT = "invalid_event"
+INVALID_USER_ID = "invalid_user_id"
+INVALID_TIMESTAMP = "invalid_timestamp"
+INVALID_METADATA = "invalid_metadata"
+
+REASONS = (
+    UNREADABLE_FILE,
+    INVALID_UTF8,
+    INVALID_JSON,
+    NOT_AN_OBJECT,
+    TOO_DEEP,
+    INVALID_EVENT,
+    INVALID_USER_ID,
+    INVALID_TIMESTAMP,
+    INVALID_METADATA,
+)
+
+RAW_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
+"""Names a producer may drop under raw/date=YYYY-MM-DD/."""

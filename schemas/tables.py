@@ -1,0 +1,109 @@
+"""The contract of every table Track writes to the lake (one DataFrameModel a table).
+
+Each partitioned table lives under `<table>/date=YYYY-MM-DD/part-0.parquet`; the `date` key is
+in the path, not in the file, so `polars.scan_parquet("<lake>/<table>/")` reads it as a column.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pandera.polars as pa
+import polars as pl
+
+from schemas.constants import MAX_METADATA_BYTES, MAX_STRING_CHARS, REASONS
+
+Instant = Annotated[pl.Datetime, "ms", "UTC"]
+
+
+class Events(pa.DataFrameModel):
+    """`events/`: one row per accepted event, partitioned by the UTC date of `timestamp`."""
+
+    event: str = pa.Field(str_length={"min_value": 1, "max_value": MAX_STRING_CHARS})
+    user_id: str = pa.Field(str_length={"min_value": 1, "max_value": MAX_STRING_CHARS})
+    timestamp: Instant = pa.Field(description="when it happened, clamped to received_at")
+    metadata: str = pa.Field(nullable=True, description="compact JSON object, with _warnings")
+    received_at: Instant = pa.Field(description="last-modified time of the source file")
+    source: str = pa.Field(description="path of the raw file, relative to raw/")
+    line: int = pa.Field(ge=1, description="1-based line number in the source file")
+    fingerprint: pl.Binary = pa.Field(description="digest of event, user_id and metadata as sent")
+    sent_at: Instant = pa.Field(description="the instant as sent (received_at if none)")
+
+    @pa.check("metadata", name="metadata_fits")
+    @classmethod
+    def metadata_fits(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        """Stored metadata is at most MAX_METADATA_BYTES of compact JSON."""
+        return data.lazyframe.select(pl.col(data.key).str.len_bytes() <= MAX_METADATA_BYTES)
+
+    class Config:
+        strict = True
+
+
+class Duplicates(Events):
+    """`duplicates/`: copies of accepted events that lost to an earlier copy, same columns."""
+
+
+class Quarantine(pa.DataFrameModel):
+    """`quarantine/`: one row per rejected line, partitioned by the UTC date of `received_at`."""
+
+    source: str
+    line: int = pa.Field(ge=1, description="1-based line; 1 for a file rejected whole")
+    raw: str = pa.Field(description="the line as sent (bytes not UTF-8 shown as \\xNN)")
+    reason: str = pa.Field(isin=list(REASONS))
+    message: str
+    received_at: Instant
+
+    class Config:
+        strict = True
+
+
+class Counts(pa.DataFrameModel):
+    """`counts/`: accepted events per UTC date (partition), event name and user."""
+
+    event: str
+    user_id: str
+    count: int = pa.Field(ge=1)
+
+    class Config:
+        strict = True
+
+
+class Sessions(pa.DataFrameModel):
+    """`sessions/`: one row per play/stop session, partitioned by the UTC date of its play."""
+
+    user_id: str
+    play_at: Instant
+    stop_at: Instant
+    duration_ms: int = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+
+
+class Manifest(pa.DataFrameModel):
+    """`_state/files.parquet`: every raw file ingested, the bytes read and what they gave."""
+
+    path: str = pa.Field(unique=True, description="relative to raw/")
+    size: int
+    modified: Instant = pa.Field(description="last-modified time when last listed")
+    sha256: str
+    received_at: Instant = pa.Field(description="last-modified time when first read")
+    dates: pl.List(pl.Date) = pa.Field(description="event dates its records were stored under")
+
+    class Config:
+        strict = True
+
+
+def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
+    """The Polars schema of a model's columns, for empty tables and casts."""
+    return pl.Schema({name: col.dtype.type for name, col in model.to_schema().columns.items()})
+
+
+class Tombstones(pa.DataFrameModel):
+    """`_state/tombstones.parquet`: keys of records counted once whose kept copy expired."""
+
+    fingerprint: pl.Binary
+    sent_at: Instant
+
+    class Config:
+        strict = True

@@ -1,0 +1,71 @@
+"""Play/stop sessions (SPEC section 6): an as-of join of each stop to its user's latest play."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+from transforms.counts import GroupBy, period_start
+
+PLAY, STOP = "play", "stop"
+
+
+def match_sessions(events: pl.LazyFrame) -> pl.LazyFrame:
+    """`date`, `user_id`, `play_at`, `stop_at`, `duration_ms`: one row per session.
+
+    Each stop is matched to the latest play at or before it; a play ends at most one session
+    (its first stop), plays at one instant are one play, and stops with no play make nothing.
+    """
+    plays = (
+        events.filter(pl.col("event") == PLAY)
+        .select("user_id", play_at=pl.col("timestamp"))
+        .unique()
+        .sort("play_at", "user_id")
+    )
+    stops = (
+        events.filter(pl.col("event") == STOP)
+        .select("user_id", stop_at=pl.col("timestamp"))
+        .sort("stop_at", "user_id")
+    )
+    return (
+        stops.join_asof(
+            plays,
+            left_on="stop_at",
+            right_on="play_at",
+            by="user_id",
+            strategy="backward",
+            allow_exact_matches=True,
+            check_sortedness=False,
+        )
+        .filter(pl.col("play_at").is_not_null())
+        .group_by("user_id", "play_at")
+        .agg(stop_at=pl.col("stop_at").min())
+        .with_columns(
+            date=pl.col("play_at").dt.date(),
+            duration_ms=(pl.col("stop_at") - pl.col("play_at")).dt.total_milliseconds(),
+        )
+        .select("date", "user_id", "play_at", "stop_at", "duration_ms")
+        .sort("date", "user_id", "play_at")
+    )
+
+
+def sessions_by_period(
+    sessions: pl.LazyFrame, *, start: date, end: date, group_by: GroupBy, user_id: str | None = None
+) -> pl.LazyFrame:
+    """`period`, `totalDuration`, `sessionCount`, `averageDuration` (seconds, half up)."""
+    days = sessions.filter(pl.col("date").is_between(start, end))
+    if user_id is not None:
+        days = days.filter(pl.col("user_id") == user_id)
+    total_ms, count = pl.col("total_ms"), pl.col("sessionCount")
+    return (
+        days.group_by(period=period_start(pl.col("date"), group_by))
+        .agg(total_ms=pl.col("duration_ms").sum(), sessionCount=pl.len().cast(pl.Int64))
+        .with_columns(
+            # Integer arithmetic: round half up without floating-point error.
+            totalDuration=(total_ms + 500) // 1000,
+            averageDuration=(total_ms + 500 * count) // (1000 * count),
+        )
+        .select("period", "totalDuration", "sessionCount", "averageDuration")
+        .sort("period")
+    )
