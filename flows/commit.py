@@ -181,28 +181,39 @@ def update_manifest(lake: Lake, files: list[FileResult], new: pl.DataFrame) -> N
     lake.write_table_file(Manifest.validate(rows.sort("path")), *MANIFEST)
 
 
-def apply_retention(lake: Lake, *, window_start: date) -> int:
-    """Delete raw, event and quarantine partitions before the window; the count deleted.
+def expire_events(lake: Lake, *, window_start: date) -> int:
+    """Delete event and duplicate partitions before the window; the count deleted.
 
-    Keys of expired kept events that could still arrive again unexpired (their instant as sent
-    is inside the window: a clamped future timestamp) become tombstones first.
+    Runs before new events are committed, so that a record whose kept copy just expired is
+    never counted again: keys of expired kept events that could still arrive unexpired (their
+    instant as sent is inside the window, i.e. a clamped future timestamp) become tombstones.
     """
-    deleted = 0
+    old = [d for d in lake.partitions(EVENTS) if d < window_start]
     tombstones = [
         lake.read_table_file(Tombstones, *TOMBSTONES).filter(
             pl.col("sent_at").dt.date() >= window_start
         )
     ]
-    for day in lake.partitions(EVENTS):
-        if day < window_start:
-            rows = lake.read_partition(EVENTS, day, Events)
-            tombstones.append(
-                rows.filter(pl.col("sent_at").dt.date() >= window_start).select(
-                    list(polars_schema(Tombstones))
-                )
+    for day in old:
+        rows = lake.read_partition(EVENTS, day, Events)
+        tombstones.append(
+            rows.filter(pl.col("sent_at").dt.date() >= window_start).select(
+                list(polars_schema(Tombstones))
             )
-    lake.write_table_file(Tombstones.validate(pl.concat(tombstones).unique()), *TOMBSTONES)
-    for table in (RAW, EVENTS, DUPLICATES, QUARANTINE):
+        )
+    if old or not tombstones[0].is_empty():
+        lake.write_table_file(Tombstones.validate(pl.concat(tombstones).unique()), *TOMBSTONES)
+    return _delete_before(lake, (EVENTS, DUPLICATES), window_start)
+
+
+def expire_inputs(lake: Lake, *, window_start: date) -> int:
+    """Delete raw and quarantine partitions before the window (after they were ingested)."""
+    return _delete_before(lake, (RAW, QUARANTINE), window_start)
+
+
+def _delete_before(lake: Lake, tables: tuple[str, ...], window_start: date) -> int:
+    deleted = 0
+    for table in tables:
         for day in lake.partitions(table):
             if day < window_start:
                 lake.delete_partition(table, day)

@@ -14,9 +14,10 @@ from prefect.artifacts import create_markdown_artifact
 from flows.commit import (
     MANIFEST,
     Committed,
-    apply_retention,
     commit_events,
     commit_quarantine,
+    expire_events,
+    expire_inputs,
     rebuild_counts,
     rebuild_sessions,
     update_manifest,
@@ -170,10 +171,16 @@ def commit(lake_url: str, results: list[BatchResult], window_start: date, stage:
 
 
 @task(**STORAGE_RETRIES)
-def retention(lake_url: str, window_start: date) -> int:
-    """Delete what left the window; keep the window start for the next run."""
+def drop_expired_events(lake_url: str, window_start: date) -> int:
+    """Delete event partitions that left the window, before anything is rebuilt."""
+    return expire_events(Lake(lake_url), window_start=window_start)
+
+
+@task(**STORAGE_RETRIES)
+def drop_expired_inputs(lake_url: str, window_start: date) -> int:
+    """Delete raw and quarantine partitions that left the window; remember the window."""
     lake = Lake(lake_url)
-    deleted = apply_retention(lake, window_start=window_start)
+    deleted = expire_inputs(lake, window_start=window_start)
     lake.write_json({"window_start": window_start.isoformat()}, *WINDOW)
     return deleted
 
@@ -207,8 +214,9 @@ def pipeline(
         ingest_batch.submit(lake_url, group, window_start, run_id) for group in batches(plans)
     ]
     results = [f.result() for f in futures]
+    deleted = drop_expired_events(lake_url, window_start)
     outcome = commit(lake_url, results, window_start, run_id)
-    deleted = retention(lake_url, window_start)
+    deleted += drop_expired_inputs(lake_url, window_start)
     sessions = rollups(lake_url, outcome.changed_dates, window_start)
     report = _report(run_id, now, window_start, results, outcome, deleted, sessions, ignored)
     store.write_json(asdict(report), RUNS, f"{run_id}.json")
