@@ -1,0 +1,47 @@
+"""Test helpers that act as producers do: drop files into a lake's raw/ folder."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import fsspec
+
+
+def ndjson(*records: Any) -> bytes:
+    """NDJSON bytes: dicts are dumped, strings and bytes are kept as the raw line."""
+    lines = []
+    for record in records:
+        if isinstance(record, bytes):
+            lines.append(record)
+        elif isinstance(record, str):
+            lines.append(record.encode())
+        else:
+            lines.append(json.dumps(record, ensure_ascii=False).encode())
+    return b"\n".join(lines) + b"\n"
+
+
+def drop(
+    lake: str, path: str, data: bytes, *, modified: datetime | None = None, gz: bool = False
+) -> datetime:
+    """Write raw/<path>; on a local lake set its mtime. Returns its last-modified time (ms)."""
+    fs, root = fsspec.core.url_to_fs(lake)
+    target = f"{root.rstrip('/')}/raw/{path}"
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(target, gzip.compress(data) if gz else data)
+    if modified is not None and fs.protocol in ("file", ("file", "local")):
+        stamp = modified.timestamp()
+        os.utime(target, (stamp, stamp))
+    fs.invalidate_cache()
+    info = fs.info(target)
+    moment = info.get("LastModified") or datetime.fromtimestamp(float(info["mtime"]), UTC)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def remove(lake: str, path: str) -> None:
+    """Delete raw/<path>."""
+    fs, root = fsspec.core.url_to_fs(lake)
+    fs.rm(f"{root.rstrip('/')}/raw/{path}")

@@ -1,0 +1,220 @@
+"""The pipeline against the reference model of the spec, on generated messy input, over several
+runs with a moving `now`: every report count and every answer must agree."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, Verbosity, given, settings
+from hypothesis import strategies as st
+
+import reader
+from flows.pipeline import pipeline
+from tests.lakes import drop
+from tests.reference import Reference
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+USERS = ["u1", "u2", "ü3"]
+EVENTS = ["play", "stop", "pause"]
+TRICKY = ["C:\\tmp\\new", 'say "hi"', "naïve ☕ 🎷", "\\u00e9", "tab\there", "x" * 50]
+
+
+@st.composite
+def timestamps(draw):
+    day = draw(st.integers(-40, 45))
+    moment = T0 + timedelta(days=day, milliseconds=draw(st.integers(0, 86_400_000 - 1)))
+    kind = draw(st.sampled_from(["Z"] * 6 + ["offset"] * 3 + ["none", "future", "bad", "unreal"]))
+    if kind == "bad":
+        return draw(
+            st.sampled_from(
+                [
+                    "yesterday",
+                    "2025-03-01",
+                    "2025-03-01T10:00Z",
+                    "2025-03-01T24:00:00Z",
+                    "2025-03-01T10:00:00z",
+                    17,
+                ]
+            )
+        )
+    if kind == "unreal":
+        return "2025-02-29T10:00:00Z"
+    if kind == "future":
+        moment = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(seconds=draw(st.integers(0, 9)))
+    sep = draw(st.sampled_from(["T", "t", " "]))
+    digits = draw(st.sampled_from(["", ".5", ".123", ".123999", ".0001"]))
+    if kind == "offset":
+        minutes = draw(st.sampled_from([-330, -60, 0, 120, 345]))
+        local = moment + timedelta(minutes=minutes)
+        sign = "+" if minutes >= 0 else "-"
+        suffix = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    else:
+        local, suffix = moment, ("Z" if kind != "none" else "")
+    return local.strftime(f"%Y-%m-%d{sep}%H:%M:%S") + digits + suffix
+
+
+metadata = st.one_of(
+    st.none(),
+    st.just("absent"),
+    st.just("absent"),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "_warnings", "k\\ey", "ключ"]),
+        st.one_of(
+            st.sampled_from(TRICKY),
+            st.sampled_from([1, 1.0, 1e0, -0.0, 0, 2.5, 10**20]),
+            st.lists(st.integers(0, 3), max_size=3),
+            st.booleans(),
+            st.none(),
+        ),
+        max_size=3,
+    ),
+    st.integers(40, 90).map(lambda n: {f"f{i:02d}": "é" * 30 for i in range(n)}),
+    st.just([1]),
+)
+
+
+@st.composite
+def records(draw):
+    record = {"event": draw(st.sampled_from(EVENTS)), "user_id": draw(st.sampled_from(USERS))}
+    ts = draw(st.one_of(timestamps(), timestamps(), timestamps(), st.none(), st.just("absent")))
+    if ts != "absent":
+        record["timestamp"] = ts
+    meta = draw(metadata)
+    if meta != "absent":
+        record["metadata"] = meta
+    if draw(st.integers(0, 30)) == 0:
+        record[draw(st.sampled_from(["event", "user_id"]))] = draw(
+            st.sampled_from(["", "date", 5, None, "z" * 257])
+        )
+    return json.dumps(record, ensure_ascii=draw(st.booleans()))
+
+
+BAD_LINES = [
+    "not json",
+    "[1, 2]",
+    '{"event": "play", "user_id": "u1", "x": NaN}',
+    "   ",
+    '{"event": "play", "user_id": "u1"',
+    '"just a string"',
+    "{}",
+]
+
+
+@st.composite
+def files(draw, pool):
+    lines = []
+    for _ in range(draw(st.integers(1, 25))):
+        choice = draw(st.integers(0, 14))
+        if choice == 0:
+            lines.append(draw(st.sampled_from(BAD_LINES)))
+        elif choice == 1 and pool:
+            lines.append(draw(st.sampled_from(pool)))  # a copy of an earlier line: a duplicate
+        else:
+            lines.append(draw(records()))
+        pool.append(lines[-1])
+    day = (T0 + timedelta(days=draw(st.integers(-35, 40)))).date()
+    name = draw(
+        st.sampled_from(
+            ["a.ndjson", "b.jsonl", "c.ndjson.gz", "a.ndjson", "b.jsonl", "_up.ndjson", "n.txt"]
+        )
+    )
+    return f"date={day.isoformat()}/{name}", ("\n".join(lines) + "\n").encode()
+
+
+@st.composite
+def scenarios(draw):
+    pool: list[str] = []
+    steps, day = [], 0
+    for _ in range(draw(st.integers(1, 3))):
+        day += draw(st.integers(-3, 25))
+        drops = draw(st.lists(files(pool), min_size=1, max_size=4))
+        steps.append((day, drops))
+    return steps
+
+
+def _answers(lake_or_model, start: date, end: date):
+    out = {}
+    for group in ("day", "week", "month"):
+        for user in [None, *USERS]:
+            if isinstance(lake_or_model, Reference):
+                out[group, user] = (
+                    lake_or_model.metrics(start, end, group, user),
+                    lake_or_model.session_metrics(start, end, group, user),
+                )
+            else:
+                s, e = start.isoformat(), end.isoformat()
+                m = reader.metrics(s, e, group, user, lake=lake_or_model)
+                x = reader.sessions(s, e, group, user, lake=lake_or_model)
+                assert m["status"] == x["status"] == "success", (m, x)
+                out[group, user] = (m["data"], x["data"])
+    return out
+
+
+def _dump(folder: str, lake: str, steps, model: Reference) -> None:
+    """Leave the failing lake and input behind for a developer to look at."""
+    import shutil
+
+    shutil.copytree(lake, f"{folder}/lake", dirs_exist_ok=True)
+    with open(f"{folder}/steps.txt", "w") as f:
+        f.write(repr(steps))
+    with open(f"{folder}/model.txt", "w") as f:
+        f.write(repr(model.kept()))
+
+
+REPORT_KEYS = [
+    "files",
+    "lines",
+    "accepted",
+    "duplicates",
+    "expired",
+    "quarantined",
+    "quarantined_by_reason",
+    "clamped",
+    "truncated",
+]
+
+
+@settings(
+    max_examples=int(os.environ.get("TRACK_PROPERTY_EXAMPLES", "12")),
+    deadline=None,
+    print_blob=True,
+    verbosity=Verbosity.quiet,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios())
+def test_pipeline_agrees_with_the_reference_model(steps):
+    model = Reference()
+    lake = tempfile.mkdtemp(prefix="track-prop-") + "/lake"
+    present: dict[str, tuple[bytes, datetime]] = {}
+    for number, (day, drops) in enumerate(steps):
+        now = T0 + timedelta(days=day, hours=12)
+        for offset, (path, data) in enumerate(drops):
+            modified = now - timedelta(hours=1, seconds=offset)
+            gz = path.endswith(".gz")
+            payload = gzip.compress(data, mtime=0) if gz else data
+            drop(lake, path, payload, modified=modified)
+            present[path] = (payload, modified)
+        report = pipeline(lake=lake, now=now)
+        expected = model.run(present, now)
+        got = {key: report[key] for key in REPORT_KEYS}
+        want = {key: expected[key] for key in REPORT_KEYS}
+        if got != want and os.environ.get("TRACK_DEBUG_DIR"):
+            _dump(os.environ["TRACK_DEBUG_DIR"], lake, steps, model)
+        assert got == want, f"run {number}: pipeline {got} != model {want}"
+        assert report["lines"] == (
+            report["accepted"] + report["duplicates"] + report["expired"] + report["quarantined"]
+        )
+        window = date.fromisoformat(report["window_start"])
+        assert window == model.window_start
+        present = {
+            p: v for p, v in present.items() if date.fromisoformat(p.split("/")[0][5:]) >= window
+        }
+        start, end = (T0 - timedelta(days=60)).date(), (T0 + timedelta(days=120)).date()
+        assert _answers(lake, start, end) == _answers(model, start, end), number
