@@ -90,7 +90,7 @@ def _messages() -> dict[str, pl.Expr]:
             pl.col("timestamp").str.slice(0, 64),
         ),
         "sent_at": pl.format(
-            'timestamp names no real instant (second 60 or a day its month lacks), got "{}"',
+            'timestamp names no real date (its month has no such day), got "{}"',
             pl.col("timestamp").str.slice(0, 64),
         ),
         "metadata_type": pl.format(

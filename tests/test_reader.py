@@ -1,0 +1,87 @@
+"""The reader: exactly the answers and messages of SPEC section 7, never an exception."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+import polars as pl
+import pytest
+
+import reader
+from flows.lake import Lake
+
+
+@pytest.mark.parametrize("query", [reader.metrics, reader.sessions])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((None, "2025-01-02"), "start_date and end_date are required"),
+        (("2025-01-01", ""), "start_date and end_date are required"),
+        (("", ""), "start_date and end_date are required"),
+        (("2025-1-01", "2025-01-02"), "Invalid date format. Use YYYY-MM-DD"),
+        (("2025-02-30", "2025-03-01"), "Invalid date format. Use YYYY-MM-DD"),
+        (("2025-01-01", "20250102"), "Invalid date format. Use YYYY-MM-DD"),
+        (("2025-01-01T00:00:00", "2025-01-02"), "Invalid date format. Use YYYY-MM-DD"),
+        (("２０２５-01-01", "2025-01-02"), "Invalid date format. Use YYYY-MM-DD"),
+        ((20250101, "2025-01-02"), "Invalid date format. Use YYYY-MM-DD"),
+        (("2025-01-01", "2025-01-02", "year"), "group_by must be one of: day, week, month"),
+        (("2025-01-01", "2025-01-02", ""), "group_by must be one of: day, week, month"),
+        (("2025-01-01", "2025-01-02", "Day"), "group_by must be one of: day, week, month"),
+        (("2025-01-03", "2025-01-02"), "start_date must be on or before end_date"),
+        # Rules are checked in the order of the table.
+        (("bad", "2025-01-02", "year"), "Invalid date format. Use YYYY-MM-DD"),
+        (("2025-01-03", "2025-01-02", "year"), "group_by must be one of: day, week, month"),
+    ],
+)
+def test_error_messages(query, args, message, tmp_path):
+    assert query(*args, lake=str(tmp_path)) == {"status": "error", "message": message}
+
+
+@pytest.mark.parametrize("query", [reader.metrics, reader.sessions])
+def test_empty_lake_is_success_with_no_data(query, lake_url):
+    assert query("2025-01-01", "2025-01-31", lake=lake_url) == {"status": "success", "data": []}
+
+
+@pytest.mark.parametrize(
+    ("query", "table", "message"),
+    [(reader.metrics, "counts", "Failed to fetch metrics"),
+     (reader.sessions, "sessions", "Failed to fetch session metrics")],
+)
+def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
+    query, table, message, lake_url, caplog
+):
+    lake = Lake(lake_url)
+    lake.fs.makedirs(lake.path(table, "date=2025-01-01"), exist_ok=True)
+    lake.fs.pipe_file(lake.path(table, "date=2025-01-01", "part-0.parquet"), b"not parquet")
+    with caplog.at_level(logging.ERROR, logger="track.reader"):
+        assert query("2025-01-01", "2025-01-31", lake=lake_url) == {
+            "status": "error", "message": message}
+    assert "query failed" in caplog.text
+
+
+def test_metrics_rows_and_user_filter(tmp_path):
+    lake = Lake(str(tmp_path))
+    lake.write_partition("counts", date(2025, 1, 1), pl.DataFrame(
+        {"event": ["play", "stop", "play"], "user_id": ["a", "a", "b"], "count": [3, 1, 2]}))
+    lake.write_partition("counts", date(2025, 1, 3), pl.DataFrame(
+        {"event": ["pause"], "user_id": ["b"], "count": [1]}))
+    assert reader.metrics("2025-01-01", "2025-01-03", lake=str(tmp_path)) == {
+        "status": "success",
+        "data": [{"date": "2025-01-01", "play": 5, "stop": 1}, {"date": "2025-01-03", "pause": 1}],
+    }
+    assert reader.metrics("2025-01-01", "2025-01-03", "month", "b", lake=str(tmp_path)) == {
+        "status": "success", "data": [{"date": "2025-01-01", "play": 2, "pause": 1}]}
+    # An empty user_id (a query string's `user_id=`) is no filter.
+    assert reader.metrics("2025-01-01", "2025-01-01", "day", "", lake=str(tmp_path))["data"] == [
+        {"date": "2025-01-01", "play": 5, "stop": 1}]
+    assert reader.metrics("2025-01-01", "2025-01-03", "day", "nobody", lake=str(tmp_path)) == {
+        "status": "success", "data": []}
+
+
+def test_lake_defaults_to_the_environment(tmp_path, monkeypatch):
+    lake = Lake(str(tmp_path))
+    lake.write_partition("counts", date(2025, 1, 1), pl.DataFrame(
+        {"event": ["play"], "user_id": ["a"], "count": [1]}))
+    monkeypatch.setenv("TRACK_LAKE", str(tmp_path))
+    assert reader.metrics("2025-01-01", "2025-01-01")["data"] == [{"date": "2025-01-01", "play": 1}]

@@ -1,0 +1,104 @@
+"""Decoding lines: nothing lost, nothing altered, every kind of bad line named."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+import polars as pl
+import pytest
+
+from transforms.parse import decode_ndjson, fingerprint
+
+
+def _rows(data: bytes) -> list[dict]:
+    return decode_ndjson(data).collect().to_dicts()
+
+
+def test_metadata_text_keeps_backslashes_quotes_unicode_and_long_doubles():
+    meta = {"path": "C:\\tmp\\new", "quote": 'say "hi"', "text": "naïve ☕ 🎷",
+            "pi": 3.141592653589793, "small": 1.5e-7, "big": 12345678901234567}
+    (row,) = _rows(json.dumps({"event": "e", "user_id": "u", "metadata": meta}).encode())
+    assert json.loads(row["metadata"]) == meta
+    # Compact, with non-ASCII kept as is.
+    assert row["metadata"] == orjson.dumps(meta).decode()
+    assert "☕" in row["metadata"]
+
+
+def test_keys_that_first_appear_after_row_1000_are_kept():
+    lines = [{"event": "e", "user_id": "u", "metadata": {"a": i}} for i in range(1500)]
+    lines.append({"event": "e", "user_id": "u", "metadata": {"late_key": "here"}})
+    rows = _rows(b"\n".join(json.dumps(x).encode() for x in lines))
+    assert json.loads(rows[-1]["metadata"]) == {"late_key": "here"}
+
+
+def test_bom_blank_lines_and_crlf():
+    data = b'\xef\xbb\xbf{"event":"a","user_id":"u"}\r\n\r\n   \n\t\n{"event":"b","user_id":"u"}'
+    rows = _rows(data)
+    assert [(r["line"], r["event"], r["reason"]) for r in rows] == [(1, "a", None), (5, "b", None)]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"not json", "invalid_json"),
+        (b'{"event":"a","user_id":"u","n":NaN}', "invalid_json"),
+        (b'{"event":"a","user_id":"u","n":Infinity}', "invalid_json"),
+        (b'{"event":"a","user_id":"u","s":"\\ud800"}', "invalid_json"),
+        (b'{"event":"a","user_id":"u"', "invalid_json"),
+        (b'{"event":"caf\xe9","user_id":"u"}', "invalid_utf8"),
+        (b"[1, 2]", "not_an_object"),
+        (b'"text"', "not_an_object"),
+        (b"null", "not_an_object"),
+    ],
+)
+def test_bad_lines_get_a_reason(line, reason):
+    (row,) = _rows(line)
+    assert row["reason"] == reason
+    assert row["message"]
+
+
+def test_depth_limit_is_64_levels_counting_the_record():
+    def nested(levels: int) -> bytes:
+        # The record is level 1; metadata adds levels - 1 more objects.
+        inner = "{}"
+        for _ in range(levels - 2):
+            inner = '{"x":' + inner + "}"
+        return ('{"event":"a","user_id":"u","metadata":' + inner + "}").encode()
+
+    assert _rows(nested(64))[0]["reason"] is None
+    assert _rows(nested(65))[0]["reason"] == "too_deep"
+
+
+def test_invalid_utf8_raw_text_is_kept_readable():
+    (row,) = _rows(b'{"event":"\xff"}')
+    assert row["raw"] == '{"event":"\\xff"}'
+
+
+def test_fields_and_their_json_types():
+    (row,) = _rows(b'{"event":5,"user_id":"u","timestamp":null,"metadata":[1]}')
+    assert (row["event"], row["event_type"]) == (None, "number")
+    assert (row["user_id"], row["user_id_type"]) == ("u", "string")
+    assert row["timestamp_type"] == "null"
+    assert (row["metadata"], row["metadata_type"]) == (None, "array")
+    (row,) = _rows(b'{"user_id":"u"}')
+    assert row["event_type"] == "missing"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ({"x": 1, "y": [1.0]}, {"y": [1e0], "x": 1.0}, True),
+        ({"x": 0}, {"x": -0.0}, True),
+        ({"x": 1}, {"x": "1"}, False),
+        ({"x": 1}, {"x": 1, "z": None}, False),
+        (None, {}, False),
+    ],
+)
+def test_fingerprint_compares_metadata_as_json_values(a, b, same):
+    assert (fingerprint("e", "u", a) == fingerprint("e", "u", b)) is same
+
+
+def test_empty_file_gives_no_rows():
+    assert decode_ndjson(b"").collect().height == 0
+    assert decode_ndjson(b"\n\n").collect().schema["fingerprint"] == pl.Binary

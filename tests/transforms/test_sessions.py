@@ -1,0 +1,103 @@
+"""Sessions: each stop as-of joined to its user's latest play; a play ends at most one session."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+
+from transforms.sessions import match_sessions, sessions_by_period
+
+T = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
+
+
+def _events(*rows: tuple[str, str, int]) -> pl.LazyFrame:
+    """(user, event, milliseconds after T) rows."""
+    return pl.LazyFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "event": [r[1] for r in rows],
+            "timestamp": [T + timedelta(milliseconds=r[2]) for r in rows],
+        },
+        schema={"user_id": pl.String, "event": pl.String, "timestamp": pl.Datetime("ms", "UTC")},
+    )
+
+
+def _durations(*rows) -> list[tuple[str, int]]:
+    return [(r["user_id"], r["duration_ms"]) for r in match_sessions(_events(*rows)).collect().to_dicts()]
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        # play, stop: one session
+        ([("u", "play", 0), ("u", "stop", 1500)], [("u", 1500)]),
+        # play, play, stop: the later play gets the session, the first none
+        ([("u", "play", 0), ("u", "play", 1000), ("u", "stop", 3000)], [("u", 2000)]),
+        # play, stop, stop: the second stop has no open play
+        ([("u", "play", 0), ("u", "stop", 1000), ("u", "stop", 2000)], [("u", 1000)]),
+        # stop without play, play without stop: nothing
+        ([("u", "stop", 0), ("u", "play", 1000)], []),
+        # zero-length session counts; at an equal timestamp the play comes first
+        ([("u", "stop", 0), ("u", "play", 0)], [("u", 0)]),
+        # stops are matched per user
+        ([("a", "play", 0), ("b", "play", 10), ("a", "stop", 20), ("b", "stop", 40)],
+         [("a", 20), ("b", 30)]),
+        # other events do not interrupt a session
+        ([("u", "play", 0), ("u", "pause", 5), ("u", "stop", 10)], [("u", 10)]),
+        # two plays at one instant are one play
+        ([("u", "play", 0), ("u", "play", 0), ("u", "stop", 7), ("u", "stop", 9)], [("u", 7)]),
+    ],
+)
+def test_match_sessions(rows, expected):
+    assert sorted(_durations(*rows)) == sorted(expected)
+
+
+def test_session_across_midnight_belongs_to_the_date_of_its_play():
+    late = (datetime(2025, 1, 1, 23, 50, tzinfo=UTC) - T) // timedelta(milliseconds=1)
+    sessions = match_sessions(_events(("u", "play", late), ("u", "stop", late + 1_200_000)))
+    row = sessions.collect().row(0, named=True)
+    assert row["date"] == date(2025, 1, 1)
+    assert row["stop_at"].date() == date(2025, 1, 2)
+    assert row["duration_ms"] == 1_200_000
+
+
+def _sessions(*rows: tuple[str, str, int]) -> pl.LazyFrame:
+    """(date, user, duration_ms) rows."""
+    return pl.LazyFrame(
+        {"date": [date.fromisoformat(r[0]) for r in rows], "user_id": [r[1] for r in rows],
+         "duration_ms": [r[2] for r in rows]},
+    )
+
+
+def test_rounding_half_up_and_average_from_the_unrounded_total():
+    table = _sessions(("2025-01-01", "a", 1500), ("2025-01-01", "b", 1000), ("2025-01-02", "a", 499))
+    answer = sessions_by_period(table, start=date(2025, 1, 1), end=date(2025, 1, 2),
+                                group_by="day").collect().to_dicts()
+    assert answer == [
+        # 2.5 s -> 3; average 1.25 s -> 1
+        {"period": date(2025, 1, 1), "totalDuration": 3, "sessionCount": 2, "averageDuration": 1},
+        # 0.499 s -> 0
+        {"period": date(2025, 1, 2), "totalDuration": 0, "sessionCount": 1, "averageDuration": 0},
+    ]
+
+
+def test_average_half_up():
+    table = _sessions(("2025-01-01", "a", 1000), ("2025-01-01", "a", 2000))
+    (row,) = sessions_by_period(table, start=date(2025, 1, 1), end=date(2025, 1, 1),
+                                group_by="day").collect().to_dicts()
+    assert (row["totalDuration"], row["averageDuration"]) == (3, 2)  # 1.5 s -> 2
+
+
+def test_periods_cut_by_the_range_and_user_filter():
+    table = _sessions(("2025-01-05", "a", 1000), ("2025-01-06", "a", 2000),
+                      ("2025-01-07", "b", 4000), ("2025-02-01", "a", 8000))
+    weeks = sessions_by_period(table, start=date(2025, 1, 5), end=date(2025, 1, 31),
+                               group_by="week").collect()
+    assert weeks["period"].to_list() == [date(2024, 12, 30), date(2025, 1, 6)]
+    assert weeks["totalDuration"].to_list() == [1, 6]
+    months = sessions_by_period(table, start=date(2025, 1, 6), end=date(2025, 2, 28),
+                                group_by="month", user_id="a").collect()
+    assert months.select("period", "totalDuration").rows() == [
+        (date(2025, 1, 1), 2), (date(2025, 2, 1), 8)]

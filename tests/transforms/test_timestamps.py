@@ -1,0 +1,62 @@
+"""RFC 3339 timestamps to UTC milliseconds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+
+from transforms.timestamps import with_sent_at
+
+
+def _parse(text: str | None) -> datetime | None:
+    return with_sent_at(pl.LazyFrame({"timestamp": [text]}, schema={"timestamp": pl.String})
+                        ).collect()["sent_at"][0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-01-18T14:30:00Z", datetime(2025, 1, 18, 14, 30, tzinfo=UTC)),
+        ("2025-01-18t14:30:00Z", datetime(2025, 1, 18, 14, 30, tzinfo=UTC)),
+        ("2025-01-18 14:30:00Z", datetime(2025, 1, 18, 14, 30, tzinfo=UTC)),
+        # No offset means UTC.
+        ("2025-01-18T14:30:00", datetime(2025, 1, 18, 14, 30, tzinfo=UTC)),
+        # Offsets move the instant, and can move the UTC date.
+        ("2025-01-18T14:30:00.250+02:00", datetime(2025, 1, 18, 12, 30, 0, 250000, tzinfo=UTC)),
+        ("2025-01-18T23:30:00-05:00", datetime(2025, 1, 19, 4, 30, tzinfo=UTC)),
+        ("2025-01-18T00:30:00+05:45", datetime(2025, 1, 17, 18, 45, tzinfo=UTC)),
+        # Finer digits are cut, not rounded.
+        ("2025-01-18T14:30:00.9999Z", datetime(2025, 1, 18, 14, 30, 0, 999000, tzinfo=UTC)),
+        ("2025-01-18T14:30:00.5Z", datetime(2025, 1, 18, 14, 30, 0, 500000, tzinfo=UTC)),
+        ("2024-02-29T00:00:00Z", datetime(2024, 2, 29, tzinfo=UTC)),
+    ],
+)
+def test_valid_timestamps(text, expected):
+    assert _parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-02-29T00:00:00Z",  # not a leap year
+        "2025-04-31T00:00:00Z",
+        "2025-01-18T24:00:00Z",
+        "2025-01-18T14:60:00Z",
+        "2025-01-18T14:30:60Z",  # leap second: no instant in UTC milliseconds
+        "2025-01-18T14:30Z",
+        "2025-01-18",
+        "2025-01-18T14:30:00z",
+        "2025-01-18T14:30:00+0200",
+        "2025-01-18T14:30:00+24:00",
+        "2025-01-18T14:30:00.Z",
+        "2025-1-18T14:30:00Z",
+        " 2025-01-18T14:30:00Z",
+        "2025-01-18T14:30:00Z\n",
+        "２０２５-01-18T14:30:00Z",
+        "yesterday",
+    ],
+)
+def test_invalid_timestamps_give_null(text):
+    assert _parse(text) is None
