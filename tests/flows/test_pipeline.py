@@ -1,0 +1,169 @@
+"""The pipeline flow end to end, under Prefect, on a local folder and on the S3 API."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, date, datetime, timedelta
+
+import fsspec
+import polars as pl
+import pytest
+
+import reader
+from flows.pipeline import pipeline
+from tests.lakes import drop, ndjson
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def day(n: int, hh: int = 12, mm: int = 0, ss: float = 0) -> str:
+    """An ISO timestamp n days before today (UTC)."""
+    return (TODAY - timedelta(days=n, hours=-hh, minutes=-mm, seconds=-ss)).isoformat().replace(
+        "+00:00", "Z")
+
+
+def d(n: int) -> str:
+    return (TODAY - timedelta(days=n)).date().isoformat()
+
+
+def ev(event: str, user: str, ts: str | None, **meta) -> dict:
+    record = {"event": event, "user_id": user}
+    if ts is not None:
+        record["timestamp"] = ts
+    if meta:
+        record["metadata"] = meta
+    return record
+
+
+def run(lake: str, now: datetime | None = None, **kwargs) -> dict:
+    report = pipeline(lake=lake, now=now or datetime.now(UTC) + timedelta(minutes=1), **kwargs)
+    # The conservation law of SPEC section 4, on every run.
+    assert report["lines"] == (report["accepted"] + report["duplicates"] + report["expired"]
+                               + report["quarantined"])
+    assert report["quarantined"] == sum(report["quarantined_by_reason"].values())
+    return report
+
+
+def answers(lake: str, start: str, end: str, **kwargs) -> tuple[list, list]:
+    m = reader.metrics(start, end, lake=lake, **kwargs)
+    s = reader.sessions(start, end, lake=lake, **kwargs)
+    assert m["status"] == s["status"] == "success", (m, s)
+    return m["data"], s["data"]
+
+
+def test_messy_input_gives_the_documented_answers(lake_url):
+    drop(lake_url, f"date={d(5)}/app.ndjson", ndjson(
+        ev("play", "alice", day(5, 23, 50), track="t1"),
+        ev("stop", "alice", day(4, 0, 20, 0.5)),             # across midnight: 30 min 0.5 s
+        ev("play", "bob", day(5, 10) .replace("Z", "+02:00")),  # 08:00 UTC
+        ev("play", "bob", day(5, 9)),                         # play, play, stop
+        ev("stop", "bob", day(5, 9, 30)),                     # -> 30 min from 09:00
+        ev("stop", "bob", day(5, 9, 40)),                     # stop with no open play
+        ev("stop", "carol", day(5, 7)),                       # stop without play
+        ev("pause", "carol", day(5, 23, 30).replace("Z", "-05:00")),  # 04:30 UTC next day
+        "not json",
+        '{"event": "date", "user_id": "x"}',
+        "",
+    ))
+    drop(lake_url, f"date={d(4)}/more.jsonl.gz", gzip.compress(ndjson(
+        ev("stop", "bob", day(5, 9, 30)),                     # duplicate across files
+        ev("play", "dave", day(4, 6)), ev("stop", "dave", day(4, 6)),  # zero-length
+        ev("play", "erin", "2099-01-01T00:00:00Z", note="skew"),       # clamped to received_at
+        ev("purchase", "erin", day(4, 8), blob="x" * 5000),            # truncated
+        [1, 2],
+    )))
+    drop(lake_url, f"date={d(4)}/_partial.ndjson", ndjson(ev("play", "zed", day(4))))
+    drop(lake_url, f"date={d(4)}/notes.txt", b"hello")
+    drop(lake_url, "loose.ndjson", ndjson(ev("play", "zed", day(4))))
+    report = run(lake_url)
+    assert {k: report[k] for k in ("files", "lines", "accepted", "duplicates", "expired",
+                                   "quarantined", "clamped", "truncated", "sessions")} == {
+        "files": 2, "lines": 16, "accepted": 12, "duplicates": 1, "expired": 0,
+        "quarantined": 3, "clamped": 1, "truncated": 1, "sessions": 3}
+    assert report["quarantined_by_reason"] == {
+        "invalid_json": 1, "invalid_event": 1, "not_an_object": 1}
+    assert report["ignored"] == [f"date={d(4)}/notes.txt", "loose.ndjson"]
+    metrics, sessions = answers(lake_url, d(5), d(4))
+    assert metrics == [
+        {"date": d(5), "play": 3, "stop": 3},
+        {"date": d(4), "pause": 1, "play": 1, "purchase": 1, "stop": 2},
+    ]
+    assert sessions == [
+        # 1800.5 s + 1800 s: the total rounds half up, the average of 1800.25 s down.
+        {"date": d(5), "totalDuration": 3601, "sessionCount": 2, "averageDuration": 1800},
+        {"date": d(4), "totalDuration": 0, "sessionCount": 1, "averageDuration": 0},
+    ]
+    # The clamped play lands on the day its file was received.
+    received = datetime.now(UTC).date().isoformat()
+    all_metrics, _ = answers(lake_url, d(10), received, user_id="erin")
+    assert {"date": received, "play": 1} in all_metrics
+
+
+def test_reruns_and_the_same_bytes_again_change_nothing(lake_url):
+    data = ndjson(ev("play", "u", day(3, 1)), ev("stop", "u", day(3, 2)), ev("view", "u", None))
+    drop(lake_url, f"date={d(3)}/a.ndjson", data)
+    first = run(lake_url)
+    before = answers(lake_url, d(40), d(-1))
+    assert first["accepted"] == 3
+    again = run(lake_url)
+    assert (again["files"], again["lines"]) == (0, 0)
+    # Rewritten with the same bytes (new mtime), and dropped again under another name.
+    drop(lake_url, f"date={d(3)}/a.ndjson", data)
+    drop(lake_url, f"date={d(2)}/copy.ndjson", data)
+    third = run(lake_url)
+    assert (third["files"], third["accepted"], third["duplicates"]) == (1, 0, 3)
+    assert answers(lake_url, d(40), d(-1)) == before
+
+
+def test_a_replaced_file_replaces_its_contribution(lake_url):
+    drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(
+        ev("play", "u", day(3, 1)), ev("stop", "u", day(3, 2)), ev("pause", "u", day(2))))
+    drop(lake_url, f"date={d(3)}/b.ndjson", ndjson(ev("stop", "u", day(3, 2))))
+    run(lake_url)
+    assert answers(lake_url, d(3), d(2))[0] == [
+        {"date": d(3), "play": 1, "stop": 1}, {"date": d(2), "pause": 1}]
+    # a.ndjson loses its stop and pause: b's copy of the stop is counted instead.
+    drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(ev("play", "u", day(3, 1)), "bad"))
+    report = run(lake_url)
+    assert (report["files"], report["accepted"], report["quarantined"]) == (1, 1, 1)
+    metrics, sessions = answers(lake_url, d(3), d(2))
+    assert metrics == [{"date": d(3), "play": 1, "stop": 1}]
+    assert sessions == [{"date": d(3), "totalDuration": 3600, "sessionCount": 1,
+                         "averageDuration": 3600}]
+
+
+def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_url):
+    now = datetime.now(UTC) + timedelta(minutes=1)
+    drop(lake_url, f"date={d(10)}/a.ndjson", ndjson(
+        ev("play", "u", day(10, 1)), ev("stop", "u", day(10, 2)), ev("play", "u", day(10, 3))))
+    drop(lake_url, f"date={d(2)}/b.ndjson", ndjson(ev("play", "v", day(2))))
+    run(lake_url, now)
+    frozen = answers(lake_url, d(12), d(0))
+    assert frozen[1] == [{"date": d(10), "totalDuration": 3600, "sessionCount": 1,
+                          "averageDuration": 3600}]
+    # 25 days later day -10 has left the 30-day window; a late stop for its open play and a late
+    # event for that day arrive.
+    later = now + timedelta(days=25)
+    drop(lake_url, f"date={d(1)}/late.ndjson", ndjson(
+        ev("stop", "u", day(1)), ev("pause", "u", day(10, 5)), ev("stop", "v", day(2, 13))))
+    report = run(lake_url, later)
+    assert report["window_start"] == (later - timedelta(days=30)).date().isoformat()
+    assert report["expired"] == 1
+    assert report["partitions_deleted"] == 2  # raw/ and events/ of day -10; rollups stay
+    metrics, sessions = answers(lake_url, d(12), d(0))
+    assert metrics == [{"date": d(10), "play": 2, "stop": 1}, {"date": d(2), "play": 1, "stop": 1},
+                       {"date": d(1), "stop": 1}]
+    assert sessions == [
+        {"date": d(10), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600},
+        {"date": d(2), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600},
+    ]
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    assert not fs.exists(f"{root}/raw/date={d(10)}")
+    assert not fs.exists(f"{root}/events/date={d(10)}")
+    # A run with an earlier now keeps the later window.
+    earlier = run(lake_url, now)
+    assert earlier["window_start"] == report["window_start"]
+    assert answers(lake_url, d(12), d(0)) == (metrics, sessions)
