@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import re
 from datetime import date
-from typing import Any
+from typing import Any, cast
 
 from flows.lake import Lake
 from flows.settings import resolve_lake
 from schemas.tables import Counts, Sessions
-from transforms.counts import GROUP_BYS, counts_by_period
+from transforms.counts import GROUP_BYS, GroupBy, counts_by_period
 from transforms.sessions import sessions_by_period
 
 log = logging.getLogger("track.reader")
@@ -34,7 +34,9 @@ def _error(message: str) -> Answer:
     return {"status": "error", "message": message}
 
 
-def _parse_query(start_date: Any, end_date: Any, group_by: Any) -> tuple[date, date, str] | Answer:
+def _parse_query(
+    start_date: Any, end_date: Any, group_by: Any
+) -> tuple[date, date, GroupBy] | Answer:
     """The checked query, or the error answer for the first rule it breaks (SPEC 7)."""
     if not start_date or not end_date:
         return _error(REQUIRED)
@@ -51,7 +53,7 @@ def _parse_query(start_date: Any, end_date: Any, group_by: Any) -> tuple[date, d
         return _error(BAD_GROUP_BY)
     if days[0] > days[1]:
         return _error(BAD_ORDER)
-    return days[0], days[1], group
+    return days[0], days[1], cast(GroupBy, group)
 
 
 def _user(user_id: Any) -> str | None:
@@ -79,7 +81,7 @@ def metrics(
             start=start,
             end=end,
             group_by=group,
-            user_id=_user(user_id),  # type: ignore[arg-type]
+            user_id=_user(user_id),
         ).collect()
     except Exception:
         log.exception("metrics query failed")
@@ -112,7 +114,7 @@ def sessions(
             start=start,
             end=end,
             group_by=group,
-            user_id=_user(user_id),  # type: ignore[arg-type]
+            user_id=_user(user_id),
         ).collect()
     except Exception:
         log.exception("sessions query failed")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -76,9 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print_report(report)
         return 0
+    from prefect.settings import get_current_settings
+
     from flows.pipeline import pipeline
 
-    if not os.environ.get("PREFECT_API_URL"):
+    if not get_current_settings().api.url:
         print(
             "track serve needs a Prefect server: schedules never run on the temporary one.\n"
             "Start one with `prefect server start`, then set "

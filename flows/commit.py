@@ -122,7 +122,7 @@ def commit_events(
     )
 
 
-def _validated(rows: pl.DataFrame, model: type) -> pl.DataFrame:
+def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
     columns = list(polars_schema(model))
     return model.validate(rows.select(columns).sort("timestamp", "source", "line"))
 

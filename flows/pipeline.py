@@ -33,7 +33,9 @@ WINDOW = (STATE, "window.json")
 STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
-STORAGE_RETRIES = {"retries": 3, "retry_delay_seconds": [1, 5, 15]}
+# Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
+RETRIES = 3
+RETRY_DELAYS: list[float] = [1, 5, 15]
 
 
 @dataclass
@@ -111,13 +113,13 @@ class BatchResult:
     quarantine: str | None
 
 
-@task(**STORAGE_RETRIES)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def list_raw(lake_url: str) -> tuple[list[RawFile], list[str]]:
     """List raw/ (files to consider, and other paths to report)."""
     return Lake(lake_url).list_raw()
 
 
-@task(**STORAGE_RETRIES)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def ingest_batch(
     lake_url: str, plans: list[FilePlan], window_start: date, stage: str
 ) -> BatchResult:
@@ -132,7 +134,7 @@ def ingest_batch(
         if file_quarantine is not None and len(file_quarantine):
             quarantine.append(file_quarantine)
     name = uuid.uuid4().hex
-    paths = []
+    paths: list[str | None] = []
     for kind, frames in (("events", events), ("quarantine", quarantine)):
         if frames:
             lake.write_table_file(
@@ -148,7 +150,7 @@ def _staged(lake: Lake, stage: str, names: list[str | None]) -> list[pl.DataFram
     return [lake.read_parquet(STATE, STAGING, stage, n) for n in names if n]
 
 
-@task(**STORAGE_RETRIES)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def commit(lake_url: str, results: list[BatchResult], window_start: date, stage: str) -> Committed:
     """Fold the staged rows into events, duplicates, quarantine and the manifest."""
     lake = Lake(lake_url)
@@ -170,13 +172,13 @@ def commit(lake_url: str, results: list[BatchResult], window_start: date, stage:
     return outcome
 
 
-@task(**STORAGE_RETRIES)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def drop_expired_events(lake_url: str, window_start: date) -> int:
     """Delete event partitions that left the window, before anything is rebuilt."""
     return expire_events(Lake(lake_url), window_start=window_start)
 
 
-@task(**STORAGE_RETRIES)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def drop_expired_inputs(lake_url: str, window_start: date) -> int:
     """Delete raw and quarantine partitions that left the window; remember the window."""
     lake = Lake(lake_url)
@@ -185,7 +187,7 @@ def drop_expired_inputs(lake_url: str, window_start: date) -> int:
     return deleted
 
 
-@task(**STORAGE_RETRIES)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
 def rollups(lake_url: str, changed_dates: list[date], window_start: date) -> int | None:
     """Rebuild the counts of changed dates and the sessions in the window (None: nothing to do)."""
     lake = Lake(lake_url)

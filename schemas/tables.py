@@ -14,6 +14,7 @@ import polars as pl
 from schemas.constants import MAX_METADATA_BYTES, MAX_STRING_CHARS, REASONS
 
 Instant = Annotated[pl.Datetime, "ms", "UTC"]
+Dates = Annotated[pl.List, pl.Date()]
 
 
 class Events(pa.DataFrameModel):
@@ -88,7 +89,7 @@ class Manifest(pa.DataFrameModel):
     modified: Instant = pa.Field(description="last-modified time when last listed")
     sha256: str
     received_at: Instant = pa.Field(description="last-modified time when first read")
-    dates: pl.List(pl.Date) = pa.Field(description="event dates its records were stored under")
+    dates: Dates = pa.Field(description="event dates its records were stored under")
 
     class Config:
         strict = True

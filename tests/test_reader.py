@@ -45,8 +45,10 @@ def test_empty_lake_is_success_with_no_data(query, lake_url):
 
 @pytest.mark.parametrize(
     ("query", "table", "message"),
-    [(reader.metrics, "counts", "Failed to fetch metrics"),
-     (reader.sessions, "sessions", "Failed to fetch session metrics")],
+    [
+        (reader.metrics, "counts", "Failed to fetch metrics"),
+        (reader.sessions, "sessions", "Failed to fetch session metrics"),
+    ],
 )
 def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
     query, table, message, lake_url, caplog
@@ -56,32 +58,50 @@ def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
     lake.fs.pipe_file(lake.path(table, "date=2025-01-01", "part-0.parquet"), b"not parquet")
     with caplog.at_level(logging.ERROR, logger="track.reader"):
         assert query("2025-01-01", "2025-01-31", lake=lake_url) == {
-            "status": "error", "message": message}
+            "status": "error",
+            "message": message,
+        }
     assert "query failed" in caplog.text
 
 
 def test_metrics_rows_and_user_filter(tmp_path):
     lake = Lake(str(tmp_path))
-    lake.write_partition("counts", date(2025, 1, 1), pl.DataFrame(
-        {"event": ["play", "stop", "play"], "user_id": ["a", "a", "b"], "count": [3, 1, 2]}))
-    lake.write_partition("counts", date(2025, 1, 3), pl.DataFrame(
-        {"event": ["pause"], "user_id": ["b"], "count": [1]}))
+    lake.write_partition(
+        "counts",
+        date(2025, 1, 1),
+        pl.DataFrame(
+            {"event": ["play", "stop", "play"], "user_id": ["a", "a", "b"], "count": [3, 1, 2]}
+        ),
+    )
+    lake.write_partition(
+        "counts",
+        date(2025, 1, 3),
+        pl.DataFrame({"event": ["pause"], "user_id": ["b"], "count": [1]}),
+    )
     assert reader.metrics("2025-01-01", "2025-01-03", lake=str(tmp_path)) == {
         "status": "success",
         "data": [{"date": "2025-01-01", "play": 5, "stop": 1}, {"date": "2025-01-03", "pause": 1}],
     }
     assert reader.metrics("2025-01-01", "2025-01-03", "month", "b", lake=str(tmp_path)) == {
-        "status": "success", "data": [{"date": "2025-01-01", "play": 2, "pause": 1}]}
+        "status": "success",
+        "data": [{"date": "2025-01-01", "play": 2, "pause": 1}],
+    }
     # An empty user_id (a query string's `user_id=`) is no filter.
     assert reader.metrics("2025-01-01", "2025-01-01", "day", "", lake=str(tmp_path))["data"] == [
-        {"date": "2025-01-01", "play": 5, "stop": 1}]
+        {"date": "2025-01-01", "play": 5, "stop": 1}
+    ]
     assert reader.metrics("2025-01-01", "2025-01-03", "day", "nobody", lake=str(tmp_path)) == {
-        "status": "success", "data": []}
+        "status": "success",
+        "data": [],
+    }
 
 
 def test_lake_defaults_to_the_environment(tmp_path, monkeypatch):
     lake = Lake(str(tmp_path))
-    lake.write_partition("counts", date(2025, 1, 1), pl.DataFrame(
-        {"event": ["play"], "user_id": ["a"], "count": [1]}))
+    lake.write_partition(
+        "counts",
+        date(2025, 1, 1),
+        pl.DataFrame({"event": ["play"], "user_id": ["a"], "count": [1]}),
+    )
     monkeypatch.setenv("TRACK_LAKE", str(tmp_path))
     assert reader.metrics("2025-01-01", "2025-01-01")["data"] == [{"date": "2025-01-01", "play": 1}]

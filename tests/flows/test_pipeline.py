@@ -21,8 +21,11 @@ TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 def day(n: int, hh: int = 12, mm: int = 0, ss: float = 0) -> str:
     """An ISO timestamp n days before today (UTC)."""
-    return (TODAY - timedelta(days=n, hours=-hh, minutes=-mm, seconds=-ss)).isoformat().replace(
-        "+00:00", "Z")
+    return (
+        (TODAY - timedelta(days=n, hours=-hh, minutes=-mm, seconds=-ss))
+        .isoformat()
+        .replace("+00:00", "Z")
+    )
 
 
 def d(n: int) -> str:
@@ -41,8 +44,9 @@ def ev(event: str, user: str, ts: str | None, **meta) -> dict:
 def run(lake: str, now: datetime | None = None, **kwargs) -> dict:
     report = pipeline(lake=lake, now=now or datetime.now(UTC) + timedelta(minutes=1), **kwargs)
     # The conservation law of SPEC section 4, on every run.
-    assert report["lines"] == (report["accepted"] + report["duplicates"] + report["expired"]
-                               + report["quarantined"])
+    assert report["lines"] == (
+        report["accepted"] + report["duplicates"] + report["expired"] + report["quarantined"]
+    )
     assert report["quarantined"] == sum(report["quarantined_by_reason"].values())
     return report
 
@@ -55,36 +59,70 @@ def answers(lake: str, start: str, end: str, **kwargs) -> tuple[list, list]:
 
 
 def test_messy_input_gives_the_documented_answers(lake_url):
-    drop(lake_url, f"date={d(5)}/app.ndjson", ndjson(
-        ev("play", "alice", day(5, 23, 50), track="t1"),
-        ev("stop", "alice", day(4, 0, 20, 0.5)),             # across midnight: 30 min 0.5 s
-        ev("play", "bob", day(5, 10) .replace("Z", "+02:00")),  # 08:00 UTC
-        ev("play", "bob", day(5, 9)),                         # play, play, stop
-        ev("stop", "bob", day(5, 9, 30)),                     # -> 30 min from 09:00
-        ev("stop", "bob", day(5, 9, 40)),                     # stop with no open play
-        ev("stop", "carol", day(5, 7)),                       # stop without play
-        ev("pause", "carol", day(5, 23, 30).replace("Z", "-05:00")),  # 04:30 UTC next day
-        "not json",
-        '{"event": "date", "user_id": "x"}',
-        "",
-    ))
-    drop(lake_url, f"date={d(4)}/more.jsonl.gz", gzip.compress(ndjson(
-        ev("stop", "bob", day(5, 9, 30)),                     # duplicate across files
-        ev("play", "dave", day(4, 6)), ev("stop", "dave", day(4, 6)),  # zero-length
-        ev("play", "erin", "2099-01-01T00:00:00Z", note="skew"),       # clamped to received_at
-        ev("purchase", "erin", day(4, 8), blob="x" * 5000),            # truncated
-        [1, 2],
-    )))
+    drop(
+        lake_url,
+        f"date={d(5)}/app.ndjson",
+        ndjson(
+            ev("play", "alice", day(5, 23, 50), track="t1"),
+            ev("stop", "alice", day(4, 0, 20, 0.5)),  # across midnight: 30 min 0.5 s
+            ev("play", "bob", day(5, 10).replace("Z", "+02:00")),  # 08:00 UTC
+            ev("play", "bob", day(5, 9)),  # play, play, stop
+            ev("stop", "bob", day(5, 9, 30)),  # -> 30 min from 09:00
+            ev("stop", "bob", day(5, 9, 40)),  # stop with no open play
+            ev("stop", "carol", day(5, 7)),  # stop without play
+            ev("pause", "carol", day(5, 23, 30).replace("Z", "-05:00")),  # 04:30 UTC next day
+            "not json",
+            '{"event": "date", "user_id": "x"}',
+            "",
+        ),
+    )
+    drop(
+        lake_url,
+        f"date={d(4)}/more.jsonl.gz",
+        gzip.compress(
+            ndjson(
+                ev("stop", "bob", day(5, 9, 30)),  # duplicate across files
+                ev("play", "dave", day(4, 6)),
+                ev("stop", "dave", day(4, 6)),  # zero-length
+                ev("play", "erin", "2099-01-01T00:00:00Z", note="skew"),  # clamped to received_at
+                ev("purchase", "erin", day(4, 8), blob="x" * 5000),  # truncated
+                [1, 2],
+            )
+        ),
+    )
     drop(lake_url, f"date={d(4)}/_partial.ndjson", ndjson(ev("play", "zed", day(4))))
     drop(lake_url, f"date={d(4)}/notes.txt", b"hello")
     drop(lake_url, "loose.ndjson", ndjson(ev("play", "zed", day(4))))
     report = run(lake_url)
-    assert {k: report[k] for k in ("files", "lines", "accepted", "duplicates", "expired",
-                                   "quarantined", "clamped", "truncated", "sessions")} == {
-        "files": 2, "lines": 16, "accepted": 12, "duplicates": 1, "expired": 0,
-        "quarantined": 3, "clamped": 1, "truncated": 1, "sessions": 3}
+    assert {
+        k: report[k]
+        for k in (
+            "files",
+            "lines",
+            "accepted",
+            "duplicates",
+            "expired",
+            "quarantined",
+            "clamped",
+            "truncated",
+            "sessions",
+        )
+    } == {
+        "files": 2,
+        "lines": 16,
+        "accepted": 12,
+        "duplicates": 1,
+        "expired": 0,
+        "quarantined": 3,
+        "clamped": 1,
+        "truncated": 1,
+        "sessions": 3,
+    }
     assert report["quarantined_by_reason"] == {
-        "invalid_json": 1, "invalid_event": 1, "not_an_object": 1}
+        "invalid_json": 1,
+        "invalid_event": 1,
+        "not_an_object": 1,
+    }
     assert report["ignored"] == [f"date={d(4)}/notes.txt", "loose.ndjson"]
     metrics, sessions = answers(lake_url, d(5), d(4))
     assert metrics == [
@@ -119,43 +157,61 @@ def test_reruns_and_the_same_bytes_again_change_nothing(lake_url):
 
 
 def test_a_replaced_file_replaces_its_contribution(lake_url):
-    drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(
-        ev("play", "u", day(3, 1)), ev("stop", "u", day(3, 2)), ev("pause", "u", day(2))))
+    drop(
+        lake_url,
+        f"date={d(3)}/a.ndjson",
+        ndjson(ev("play", "u", day(3, 1)), ev("stop", "u", day(3, 2)), ev("pause", "u", day(2))),
+    )
     drop(lake_url, f"date={d(3)}/b.ndjson", ndjson(ev("stop", "u", day(3, 2))))
     run(lake_url)
     assert answers(lake_url, d(3), d(2))[0] == [
-        {"date": d(3), "play": 1, "stop": 1}, {"date": d(2), "pause": 1}]
+        {"date": d(3), "play": 1, "stop": 1},
+        {"date": d(2), "pause": 1},
+    ]
     # a.ndjson loses its stop and pause: b's copy of the stop is counted instead.
     drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(ev("play", "u", day(3, 1)), "bad"))
     report = run(lake_url)
     assert (report["files"], report["accepted"], report["quarantined"]) == (1, 1, 1)
     metrics, sessions = answers(lake_url, d(3), d(2))
     assert metrics == [{"date": d(3), "play": 1, "stop": 1}]
-    assert sessions == [{"date": d(3), "totalDuration": 3600, "sessionCount": 1,
-                         "averageDuration": 3600}]
+    assert sessions == [
+        {"date": d(3), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600}
+    ]
 
 
 def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_url):
     now = datetime.now(UTC) + timedelta(minutes=1)
-    drop(lake_url, f"date={d(10)}/a.ndjson", ndjson(
-        ev("play", "u", day(10, 1)), ev("stop", "u", day(10, 2)), ev("play", "u", day(10, 3))))
+    drop(
+        lake_url,
+        f"date={d(10)}/a.ndjson",
+        ndjson(
+            ev("play", "u", day(10, 1)), ev("stop", "u", day(10, 2)), ev("play", "u", day(10, 3))
+        ),
+    )
     drop(lake_url, f"date={d(2)}/b.ndjson", ndjson(ev("play", "v", day(2))))
     run(lake_url, now)
     frozen = answers(lake_url, d(12), d(0))
-    assert frozen[1] == [{"date": d(10), "totalDuration": 3600, "sessionCount": 1,
-                          "averageDuration": 3600}]
+    assert frozen[1] == [
+        {"date": d(10), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600}
+    ]
     # 25 days later day -10 has left the 30-day window; a late stop for its open play and a late
     # event for that day arrive.
     later = now + timedelta(days=25)
-    drop(lake_url, f"date={d(1)}/late.ndjson", ndjson(
-        ev("stop", "u", day(1)), ev("pause", "u", day(10, 5)), ev("stop", "v", day(2, 13))))
+    drop(
+        lake_url,
+        f"date={d(1)}/late.ndjson",
+        ndjson(ev("stop", "u", day(1)), ev("pause", "u", day(10, 5)), ev("stop", "v", day(2, 13))),
+    )
     report = run(lake_url, later)
     assert report["window_start"] == (later - timedelta(days=30)).date().isoformat()
     assert report["expired"] == 1
     assert report["partitions_deleted"] == 2  # raw/ and events/ of day -10; rollups stay
     metrics, sessions = answers(lake_url, d(12), d(0))
-    assert metrics == [{"date": d(10), "play": 2, "stop": 1}, {"date": d(2), "play": 1, "stop": 1},
-                       {"date": d(1), "stop": 1}]
+    assert metrics == [
+        {"date": d(10), "play": 2, "stop": 1},
+        {"date": d(2), "play": 1, "stop": 1},
+        {"date": d(1), "stop": 1},
+    ]
     assert sessions == [
         {"date": d(10), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600},
         {"date": d(2), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600},
@@ -167,3 +223,55 @@ def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_ur
     earlier = run(lake_url, now)
     assert earlier["window_start"] == report["window_start"]
     assert answers(lake_url, d(12), d(0)) == (metrics, sessions)
+
+
+def test_unreadable_files_are_quarantined_whole_and_the_run_goes_on(lake_url):
+    drop(lake_url, f"date={d(1)}/broken.ndjson.gz", b"this is not gzip")
+    drop(lake_url, f"date={d(1)}/binary.ndjson", b"\x00\x01\xff\xfe\x00")
+    drop(lake_url, f"date={d(1)}/fine.ndjson", ndjson(ev("play", "u", day(1))))
+    report = run(lake_url)
+    assert report["quarantined_by_reason"] == {"unreadable_file": 2}
+    assert (report["files"], report["lines"], report["accepted"]) == (3, 3, 1)
+    assert answers(lake_url, d(1), d(1))[0] == [{"date": d(1), "play": 1}]
+
+
+def test_tables_are_plain_hive_parquet_for_notebooks(tmp_path):
+    lake = str(tmp_path / "lake")
+    drop(
+        lake,
+        f"date={d(1)}/a.ndjson",
+        ndjson(
+            ev("play", "u", day(1), path="C:\\tmp", q='"quoted"', text="naïve"),
+            ev("stop", "u", day(1, 13)),
+            "nope",
+        ),
+    )
+    run(lake)
+    events = pl.scan_parquet(tmp_path / "lake" / "events").collect()
+    assert events.schema["date"] == pl.Date
+    assert events.height == 2
+    meta = events.filter(pl.col("event") == "play")["metadata"][0]
+    assert json.loads(meta) == {"path": "C:\\tmp", "q": '"quoted"', "text": "naïve"}
+    quarantine = pl.scan_parquet(tmp_path / "lake" / "quarantine").collect()
+    assert quarantine.select("line", "raw", "reason").rows() == [(3, "nope", "invalid_json")]
+    counts = pl.scan_parquet(tmp_path / "lake" / "counts").collect()
+    assert counts.select("date", "event", "count").sort("event").rows() == [
+        (date.fromisoformat(d(1)), "play", 1),
+        (date.fromisoformat(d(1)), "stop", 1),
+    ]
+    sessions = pl.scan_parquet(tmp_path / "lake" / "sessions").collect()
+    assert sessions["duration_ms"].to_list() == [3_600_000]
+
+
+def test_the_report_is_stored_in_the_lake_and_published_as_an_artifact(lake_url):
+    from prefect.artifacts import Artifact
+
+    drop(lake_url, f"date={d(1)}/a.ndjson", ndjson(ev("play", "u", day(1)), "bad"))
+    report = run(lake_url)
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    stored = json.loads(fs.cat_file(f"{root}/runs/{report['run_id']}.json"))
+    assert stored == report
+    artifact = Artifact.get("track-run-report")
+    assert artifact is not None
+    assert f"| run_id | {report['run_id']} |" in artifact.data
+    assert "| quarantined: invalid_json | 1 |" in artifact.data

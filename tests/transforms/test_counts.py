@@ -27,33 +27,45 @@ def test_period_start(day, group_by, start):
 
 
 def test_daily_counts_per_date_event_and_user():
-    events = pl.LazyFrame({
-        "date": [date(2025, 1, 1)] * 3 + [date(2025, 1, 2)],
-        "event": ["play", "play", "stop", "play"],
-        "user_id": ["a", "a", "b", "a"],
-    })
+    events = pl.LazyFrame(
+        {
+            "date": [date(2025, 1, 1)] * 3 + [date(2025, 1, 2)],
+            "event": ["play", "play", "stop", "play"],
+            "user_id": ["a", "a", "b", "a"],
+        }
+    )
     assert daily_counts(events).collect().rows() == [
-        (date(2025, 1, 1), "play", "a", 2), (date(2025, 1, 1), "stop", "b", 1),
+        (date(2025, 1, 1), "play", "a", 2),
+        (date(2025, 1, 1), "stop", "b", 1),
         (date(2025, 1, 2), "play", "a", 1),
     ]
 
 
-DAILY = pl.LazyFrame({
-    "date": [date(2025, 1, 31), date(2025, 2, 1), date(2025, 2, 2), date(2025, 2, 3)],
-    "event": ["play", "play", "stop", "play"],
-    "user_id": ["a", "b", "a", "a"],
-    "count": [1, 2, 4, 8],
-})
+DAILY = pl.LazyFrame(
+    {
+        "date": [date(2025, 1, 31), date(2025, 2, 1), date(2025, 2, 2), date(2025, 2, 3)],
+        "event": ["play", "play", "stop", "play"],
+        "user_id": ["a", "b", "a", "a"],
+        "count": [1, 2, 4, 8],
+    }
+)
 
 
 def test_range_cuts_periods_to_the_days_inside():
     weeks = counts_by_period(DAILY, start=date(2025, 2, 1), end=date(2025, 2, 2), group_by="week")
     # 2025-02-01 and 02 are in the week of Monday 2025-01-27; 01-31 is outside the range.
-    assert weeks.collect().rows() == [(date(2025, 1, 27), "play", 2), (date(2025, 1, 27), "stop", 4)]
+    assert weeks.collect().rows() == [
+        (date(2025, 1, 27), "play", 2),
+        (date(2025, 1, 27), "stop", 4),
+    ]
 
 
 def test_months_and_user_filter():
-    months = counts_by_period(DAILY, start=date(2025, 1, 1), end=date(2025, 2, 28),
-                              group_by="month", user_id="a")
+    months = counts_by_period(
+        DAILY, start=date(2025, 1, 1), end=date(2025, 2, 28), group_by="month", user_id="a"
+    )
     assert months.collect().rows() == [
-        (date(2025, 1, 1), "play", 1), (date(2025, 2, 1), "play", 8), (date(2025, 2, 1), "stop", 4)]
+        (date(2025, 1, 1), "play", 1),
+        (date(2025, 2, 1), "play", 8),
+        (date(2025, 2, 1), "stop", 4),
+    ]

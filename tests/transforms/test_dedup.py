@@ -10,8 +10,13 @@ from transforms.dedup import deduplicate
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 LATER = datetime(2025, 1, 2, tzinfo=UTC)
-SCHEMA = {"fingerprint": pl.Binary, "sent_at": pl.Datetime("ms", "UTC"),
-          "received_at": pl.Datetime("ms", "UTC"), "source": pl.String, "line": pl.Int64}
+SCHEMA = {
+    "fingerprint": pl.Binary,
+    "sent_at": pl.Datetime("ms", "UTC"),
+    "received_at": pl.Datetime("ms", "UTC"),
+    "source": pl.String,
+    "line": pl.Int64,
+}
 
 
 def _copies(*rows) -> pl.LazyFrame:
@@ -28,9 +33,9 @@ def _kept(copies, tombstones=NO_TOMBSTONES):
 
 def test_earliest_received_wins_then_path_byte_order_then_line():
     copies = _copies(
-        (b"k", AT, LATER, "a.ndjson", 1),   # later file
+        (b"k", AT, LATER, "a.ndjson", 1),  # later file
         (b"k", AT, AT, "b.ndjson", 9),
-        (b"k", AT, AT, "B.ndjson", 9),      # "B" < "b" in byte order
+        (b"k", AT, AT, "B.ndjson", 9),  # "B" < "b" in byte order
         (b"k", AT, AT, "B.ndjson", 3),
         (b"other", AT, LATER, "a.ndjson", 2),
     )
@@ -44,6 +49,8 @@ def test_same_content_at_another_instant_is_not_a_duplicate():
 
 def test_tombstoned_records_are_never_kept_again():
     copies = _copies((b"k", AT, LATER, "late.ndjson", 1), (b"j", AT, LATER, "late.ndjson", 2))
-    tombstones = pl.LazyFrame({"fingerprint": [b"k"], "sent_at": [AT]},
-                              schema={"fingerprint": pl.Binary, "sent_at": SCHEMA["sent_at"]})
+    tombstones = pl.LazyFrame(
+        {"fingerprint": [b"k"], "sent_at": [AT]},
+        schema={"fingerprint": pl.Binary, "sent_at": SCHEMA["sent_at"]},
+    )
     assert _kept(copies, tombstones) == [("late.ndjson", 2)]

@@ -25,14 +25,18 @@ def test_clamped_adds_warning_and_original_timestamp_replacing_user_keys():
     out, truncated = warn_metadata(text, "2099-01-01T00:00:00+02:00")
     assert not truncated
     assert json.loads(out) == {
-        "a": 1, "_warnings": ["timestamp_clamped"], "_original_timestamp": "2099-01-01T00:00:00+02:00"
+        "a": 1,
+        "_warnings": ["timestamp_clamped"],
+        "_original_timestamp": "2099-01-01T00:00:00+02:00",
     }
 
 
 def test_clamped_without_metadata_gets_an_object():
     out, _ = warn_metadata(None, "2099-01-01T00:00:00Z")
-    assert json.loads(out) == {"_warnings": ["timestamp_clamped"],
-                               "_original_timestamp": "2099-01-01T00:00:00Z"}
+    assert json.loads(out) == {
+        "_warnings": ["timestamp_clamped"],
+        "_original_timestamp": "2099-01-01T00:00:00Z",
+    }
 
 
 @pytest.mark.parametrize("value_size", [100, 1000, 4000, 5000])
@@ -53,7 +57,8 @@ def test_truncation_keeps_the_longest_fitting_run_of_leading_keys(value_size):
     # One more key would not have fitted.
     if len(kept) < len(meta):
         bigger = {k: meta[k] for k in list(meta)[: len(kept) + 1]} | {
-            k: v for k, v in result.items() if k.startswith("_")}
+            k: v for k, v in result.items() if k.startswith("_")
+        }
         assert len(_compact(bigger).encode()) > 4096
 
 

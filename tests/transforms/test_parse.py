@@ -16,8 +16,14 @@ def _rows(data: bytes) -> list[dict]:
 
 
 def test_metadata_text_keeps_backslashes_quotes_unicode_and_long_doubles():
-    meta = {"path": "C:\\tmp\\new", "quote": 'say "hi"', "text": "naïve ☕ 🎷",
-            "pi": 3.141592653589793, "small": 1.5e-7, "big": 12345678901234567}
+    meta = {
+        "path": "C:\\tmp\\new",
+        "quote": 'say "hi"',
+        "text": "naïve ☕ 🎷",
+        "pi": 3.141592653589793,
+        "small": 1.5e-7,
+        "big": 12345678901234567,
+    }
     (row,) = _rows(json.dumps({"event": "e", "user_id": "u", "metadata": meta}).encode())
     assert json.loads(row["metadata"]) == meta
     # Compact, with non-ASCII kept as is.

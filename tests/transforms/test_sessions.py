@@ -25,7 +25,10 @@ def _events(*rows: tuple[str, str, int]) -> pl.LazyFrame:
 
 
 def _durations(*rows) -> list[tuple[str, int]]:
-    return [(r["user_id"], r["duration_ms"]) for r in match_sessions(_events(*rows)).collect().to_dicts()]
+    return [
+        (r["user_id"], r["duration_ms"])
+        for r in match_sessions(_events(*rows)).collect().to_dicts()
+    ]
 
 
 @pytest.mark.parametrize(
@@ -42,8 +45,10 @@ def _durations(*rows) -> list[tuple[str, int]]:
         # zero-length session counts; at an equal timestamp the play comes first
         ([("u", "stop", 0), ("u", "play", 0)], [("u", 0)]),
         # stops are matched per user
-        ([("a", "play", 0), ("b", "play", 10), ("a", "stop", 20), ("b", "stop", 40)],
-         [("a", 20), ("b", 30)]),
+        (
+            [("a", "play", 0), ("b", "play", 10), ("a", "stop", 20), ("b", "stop", 40)],
+            [("a", 20), ("b", 30)],
+        ),
         # other events do not interrupt a session
         ([("u", "play", 0), ("u", "pause", 5), ("u", "stop", 10)], [("u", 10)]),
         # two plays at one instant are one play
@@ -66,15 +71,23 @@ def test_session_across_midnight_belongs_to_the_date_of_its_play():
 def _sessions(*rows: tuple[str, str, int]) -> pl.LazyFrame:
     """(date, user, duration_ms) rows."""
     return pl.LazyFrame(
-        {"date": [date.fromisoformat(r[0]) for r in rows], "user_id": [r[1] for r in rows],
-         "duration_ms": [r[2] for r in rows]},
+        {
+            "date": [date.fromisoformat(r[0]) for r in rows],
+            "user_id": [r[1] for r in rows],
+            "duration_ms": [r[2] for r in rows],
+        },
     )
 
 
 def test_rounding_half_up_and_average_from_the_unrounded_total():
-    table = _sessions(("2025-01-01", "a", 1500), ("2025-01-01", "b", 1000), ("2025-01-02", "a", 499))
-    answer = sessions_by_period(table, start=date(2025, 1, 1), end=date(2025, 1, 2),
-                                group_by="day").collect().to_dicts()
+    table = _sessions(
+        ("2025-01-01", "a", 1500), ("2025-01-01", "b", 1000), ("2025-01-02", "a", 499)
+    )
+    answer = (
+        sessions_by_period(table, start=date(2025, 1, 1), end=date(2025, 1, 2), group_by="day")
+        .collect()
+        .to_dicts()
+    )
     assert answer == [
         # 2.5 s -> 3; average 1.25 s -> 1
         {"period": date(2025, 1, 1), "totalDuration": 3, "sessionCount": 2, "averageDuration": 1},
@@ -85,19 +98,30 @@ def test_rounding_half_up_and_average_from_the_unrounded_total():
 
 def test_average_half_up():
     table = _sessions(("2025-01-01", "a", 1000), ("2025-01-01", "a", 2000))
-    (row,) = sessions_by_period(table, start=date(2025, 1, 1), end=date(2025, 1, 1),
-                                group_by="day").collect().to_dicts()
+    (row,) = (
+        sessions_by_period(table, start=date(2025, 1, 1), end=date(2025, 1, 1), group_by="day")
+        .collect()
+        .to_dicts()
+    )
     assert (row["totalDuration"], row["averageDuration"]) == (3, 2)  # 1.5 s -> 2
 
 
 def test_periods_cut_by_the_range_and_user_filter():
-    table = _sessions(("2025-01-05", "a", 1000), ("2025-01-06", "a", 2000),
-                      ("2025-01-07", "b", 4000), ("2025-02-01", "a", 8000))
-    weeks = sessions_by_period(table, start=date(2025, 1, 5), end=date(2025, 1, 31),
-                               group_by="week").collect()
+    table = _sessions(
+        ("2025-01-05", "a", 1000),
+        ("2025-01-06", "a", 2000),
+        ("2025-01-07", "b", 4000),
+        ("2025-02-01", "a", 8000),
+    )
+    weeks = sessions_by_period(
+        table, start=date(2025, 1, 5), end=date(2025, 1, 31), group_by="week"
+    ).collect()
     assert weeks["period"].to_list() == [date(2024, 12, 30), date(2025, 1, 6)]
     assert weeks["totalDuration"].to_list() == [1, 6]
-    months = sessions_by_period(table, start=date(2025, 1, 6), end=date(2025, 2, 28),
-                                group_by="month", user_id="a").collect()
+    months = sessions_by_period(
+        table, start=date(2025, 1, 6), end=date(2025, 2, 28), group_by="month", user_id="a"
+    ).collect()
     assert months.select("period", "totalDuration").rows() == [
-        (date(2025, 1, 1), 2), (date(2025, 2, 1), 8)]
+        (date(2025, 1, 1), 2),
+        (date(2025, 2, 1), 8),
+    ]

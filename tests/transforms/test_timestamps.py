@@ -11,8 +11,9 @@ from transforms.timestamps import with_sent_at
 
 
 def _parse(text: str | None) -> datetime | None:
-    return with_sent_at(pl.LazyFrame({"timestamp": [text]}, schema={"timestamp": pl.String})
-                        ).collect()["sent_at"][0]
+    return with_sent_at(
+        pl.LazyFrame({"timestamp": [text]}, schema={"timestamp": pl.String})
+    ).collect()["sent_at"][0]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,133 @@
+"""The `track` command: run, metrics and sessions, with their output and exit codes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flows.cli import main
+from tests.lakes import drop, ndjson
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def test_run_json_then_metrics_and_sessions(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+    drop(
+        lake,
+        "date=2025-03-01/a.ndjson",
+        ndjson(
+            {"event": "play", "user_id": "u", "timestamp": "2025-03-01T10:00:00Z"},
+            {"event": "stop", "user_id": "u", "timestamp": "2025-03-01T10:00:01.500Z"},
+            "oops",
+        ),
+        modified=datetime(2025, 3, 2, tzinfo=UTC),
+    )
+    assert main(["run", "--lake", lake, "--now", "2025-03-05T00:00:00Z", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in (
+        "files",
+        "lines",
+        "accepted",
+        "duplicates",
+        "expired",
+        "quarantined",
+        "quarantined_by_reason",
+        "clamped",
+        "truncated",
+        "partitions_deleted",
+    ):
+        assert key in report
+    assert (report["accepted"], report["quarantined"]) == (2, 1)
+    assert report["window_start"] == "2025-02-03"
+
+    assert (
+        main(
+            [
+                "metrics",
+                "--lake",
+                lake,
+                "--start-date",
+                "2025-03-01",
+                "--end-date",
+                "2025-03-31",
+                "--group-by",
+                "month",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {
+        "status": "success",
+        "data": [{"date": "2025-03-01", "play": 1, "stop": 1}],
+    }
+    assert (
+        main(
+            [
+                "sessions",
+                "--lake",
+                lake,
+                "--start-date",
+                "2025-03-01",
+                "--end-date",
+                "2025-03-01",
+                "--user-id",
+                "u",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out) == {
+        "status": "success",
+        "data": [
+            {"date": "2025-03-01", "totalDuration": 2, "sessionCount": 1, "averageDuration": 2}
+        ],
+    }
+
+
+def test_run_prints_a_readable_report(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+    assert main(["run", "--lake", lake, "--retention-days", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "accepted" in out and "partitions_deleted" in out
+    assert (datetime.now(UTC) - timedelta(days=7)).date().isoformat() in out
+
+
+@pytest.mark.parametrize("command", ["metrics", "sessions"])
+def test_query_errors_exit_1(command, tmp_path, capsys):
+    assert (
+        main(
+            [
+                command,
+                "--lake",
+                str(tmp_path),
+                "--start-date",
+                "2025-03-02",
+                "--end-date",
+                "2025-03-01",
+            ]
+        )
+        == 1
+    )
+    assert json.loads(capsys.readouterr().out) == {
+        "status": "error",
+        "message": "start_date must be on or before end_date",
+    }
+    assert main([command, "--lake", str(tmp_path)]) == 1
+    assert json.loads(capsys.readouterr().out)["message"] == "start_date and end_date are required"
+
+
+def test_serve_refuses_a_temporary_server(capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["serve", "--lake", "data/lake"]) == 2
+    assert "prefect server start" in capsys.readouterr().err
+
+
+def test_bad_now_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--now", "tomorrow"])
+    assert "--now must be an ISO 8601 date-time" in capsys.readouterr().err
