@@ -22,7 +22,7 @@ from schemas.tables import (
 )
 from transforms.counts import daily_counts
 from transforms.dedup import RECORD_KEY, deduplicate
-from transforms.normalise import EVENT_COLUMNS
+from transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
 from transforms.sessions import PLAY, STOP, match_sessions
 
 EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = (
@@ -34,6 +34,7 @@ EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = (
 )
 MANIFEST = (STATE, "files.parquet")
 TOMBSTONES = (STATE, "tombstones.parquet")
+EVENT_SCHEMA_STORED = {name: EVENT_SCHEMA[name] for name in EVENT_COLUMNS}
 
 
 @dataclass
@@ -47,14 +48,14 @@ class Committed:
     changed_dates: list[date]
 
 
-def _stored_copies(lake: Lake, day: date) -> pl.DataFrame:
-    kept = lake.read_partition(EVENTS, day, Events).with_columns(kept=pl.lit(True))
-    lost = lake.read_partition(DUPLICATES, day, Duplicates).with_columns(kept=pl.lit(False))
-    return (
-        pl.concat([kept, lost])
-        .with_columns(date=pl.lit(day))
-        .select(*EVENT_COLUMNS, "date", "kept")
-    )
+def _stored_copies(lake: Lake, days: set[date]) -> pl.DataFrame:
+    """Every stored copy (kept or not) of these event dates, with `date` and `kept`."""
+    frames = [pl.DataFrame(schema={**EVENT_SCHEMA_STORED, "date": pl.Date, "kept": pl.Boolean})]
+    for day in sorted(days):
+        for table, model, kept in ((EVENTS, Events, True), (DUPLICATES, Duplicates, False)):
+            rows = lake.read_partition(table, day, model)
+            frames.append(rows.with_columns(date=pl.lit(day), kept=pl.lit(kept)))
+    return pl.concat(frames, how="vertical_relaxed")
 
 
 def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[date]:
@@ -74,6 +75,13 @@ def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[da
     return found
 
 
+def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[date]:
+    """Retained event dates the files in `sources` stored rows under before this run."""
+    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    listed = manifest.filter(pl.col("path").is_in(sources))["dates"].to_list()
+    return {d for ds in listed for d in ds if d >= window_start}
+
+
 def commit_events(
     lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
 ) -> Committed:
@@ -81,44 +89,50 @@ def commit_events(
 
     `new` holds the retained events of the files in `sources`; any row those files stored
     before is replaced by them (a file replaced under its name replaces its contribution).
+    Only records with a copy among these rows are decided again; every other row keeps its place.
     """
     if new.is_empty() and not sources:
         return Committed(0, 0, 0, 0, [])
-    manifest = lake.read_table_file(Manifest, *MANIFEST)
-    old_dates = {
-        d for ds in manifest.filter(pl.col("path").is_in(sources))["dates"].to_list() for d in ds
-    }
-    touched = {d for d in old_dates if d >= window_start} | set(new["date"].to_list())
-    previous = pl.concat([_stored_copies(lake, d) for d in sorted(touched)]) if touched else None
-    from_sources = (
-        previous.filter(pl.col("source").is_in(sources)) if previous is not None else None
+    touched = _dates_of_sources(lake, sources, window_start) | set(new["date"].to_list())
+    stored = _stored_copies(lake, touched)
+    replaced = stored.filter(pl.col("source").is_in(sources))
+    keys = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
+    elsewhere = _dates_holding(lake, keys, window_start) - touched
+    stored = pl.concat([stored, _stored_copies(lake, elsewhere)])
+    touched |= elsewhere
+    copies = pl.concat(
+        [
+            new.select(*EVENT_COLUMNS, "date").with_columns(kept=pl.lit(True)),
+            stored.filter(~pl.col("source").is_in(sources)),
+        ],
+        how="vertical_relaxed",
     )
-    keys = pl.concat([f.select(RECORD_KEY) for f in (new, from_sources) if f is not None]).unique()
-    touched |= _dates_holding(lake, keys, window_start)
-    stored = pl.concat([_stored_copies(lake, d) for d in sorted(touched)]) if touched else None
-    pool = [new.select(*EVENT_COLUMNS, "date").with_columns(kept=pl.lit(True))]
-    if stored is not None:
-        pool.append(stored.filter(~pl.col("source").is_in(sources)))
-    copies = pl.concat(pool, how="vertical_relaxed")
-    tombstones = lake.read_table_file(Tombstones, *TOMBSTONES)
-    interested = copies.join(keys, on=RECORD_KEY, how="semi")
-    decided = deduplicate(interested.lazy(), tombstones=tombstones.lazy()).collect()
-    settled = copies.join(keys, on=RECORD_KEY, how="anti")
-    result = pl.concat([settled, decided.select(settled.columns)])
+    tombstones = lake.read_table_file(Tombstones, *TOMBSTONES).lazy()
+    decided = deduplicate(
+        copies.join(keys, on=RECORD_KEY, how="semi").lazy(), tombstones=tombstones
+    ).collect()
+    result = pl.concat(
+        [copies.join(keys, on=RECORD_KEY, how="anti"), decided.select(copies.columns)]
+    )
     for day in sorted(touched):
         rows = result.filter(pl.col("date") == day)
         lake.write_partition(EVENTS, day, _validated(rows.filter("kept"), Events))
         lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
+    return _tally(decided, new, sorted(touched))
+
+
+def _tally(decided: pl.DataFrame, new: pl.DataFrame, touched: list[date]) -> Committed:
+    """What the run's own new rows became."""
     fresh = decided.join(
         new.select("source", "line", "clamped", "truncated"), on=["source", "line"], how="inner"
     )
-    fresh_kept = fresh.filter("kept")
+    kept = fresh.filter("kept")
     return Committed(
-        accepted=len(fresh_kept),
-        duplicates=len(fresh) - len(fresh_kept),
-        clamped=int(fresh_kept["clamped"].sum()),
-        truncated=int(fresh_kept["truncated"].sum()),
-        changed_dates=sorted(touched),
+        accepted=len(kept),
+        duplicates=len(fresh) - len(kept),
+        clamped=int(kept["clamped"].sum()),
+        truncated=int(kept["truncated"].sum()),
+        changed_dates=touched,
     )
 
 
