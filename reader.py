@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import date
 from typing import Any, cast
+
+import polars as pl
 
 from flows.lake import Lake
 from flows.settings import resolve_lake
@@ -25,6 +28,7 @@ BAD_GROUP_BY = "group_by must be one of: day, week, month"
 BAD_ORDER = "start_date must be on or before end_date"
 METRICS_FAILED = "Failed to fetch metrics"
 SESSIONS_FAILED = "Failed to fetch session metrics"
+_MODELS = {"counts": Counts, "sessions": Sessions}
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 Answer = dict[str, Any]
@@ -61,6 +65,29 @@ def _user(user_id: Any) -> str | None:
     return str(user_id) if user_id not in (None, "") else None
 
 
+def _period_rows(
+    table: str,
+    by_period: Callable[..., pl.LazyFrame],
+    failure: str,
+    args: tuple[Any, Any, Any, Any],
+    lake: str | None,
+) -> pl.DataFrame | Answer:
+    """A rollup aggregated per period for a checked query, or the error answer."""
+    start_date, end_date, group_by, user_id = args
+    query = _parse_query(start_date, end_date, group_by)
+    if isinstance(query, dict):
+        return query
+    start, end, group = query
+    try:
+        rollup = Lake(resolve_lake(lake)).scan(table, _MODELS[table])
+        return by_period(
+            rollup, start=start, end=end, group_by=group, user_id=_user(user_id)
+        ).collect()
+    except Exception:
+        log.exception("%s query failed", table)
+        return _error(failure)
+
+
 def metrics(
     start_date: Any,
     end_date: Any,
@@ -70,22 +97,10 @@ def metrics(
     lake: str | None = None,
 ) -> Answer:
     """Event counts per period: `{"status": "success", "data": [{"date": ..., event: n}]}`."""
-    query = _parse_query(start_date, end_date, group_by)
-    if isinstance(query, dict):
-        return query
-    start, end, group = query
-    try:
-        daily = Lake(resolve_lake(lake)).scan("counts", Counts)
-        rows = counts_by_period(
-            daily,
-            start=start,
-            end=end,
-            group_by=group,
-            user_id=_user(user_id),
-        ).collect()
-    except Exception:
-        log.exception("metrics query failed")
-        return _error(METRICS_FAILED)
+    args = (start_date, end_date, group_by, user_id)
+    rows = _period_rows("counts", counts_by_period, METRICS_FAILED, args, lake)
+    if isinstance(rows, dict):
+        return rows
     data: list[dict[str, Any]] = []
     for period, event, count in rows.iter_rows():
         if not data or data[-1]["date"] != period.isoformat():
@@ -103,22 +118,10 @@ def sessions(
     lake: str | None = None,
 ) -> Answer:
     """Session totals per period: date, totalDuration, sessionCount, averageDuration."""
-    query = _parse_query(start_date, end_date, group_by)
-    if isinstance(query, dict):
-        return query
-    start, end, group = query
-    try:
-        table = Lake(resolve_lake(lake)).scan("sessions", Sessions)
-        rows = sessions_by_period(
-            table,
-            start=start,
-            end=end,
-            group_by=group,
-            user_id=_user(user_id),
-        ).collect()
-    except Exception:
-        log.exception("sessions query failed")
-        return _error(SESSIONS_FAILED)
+    args = (start_date, end_date, group_by, user_id)
+    rows = _period_rows("sessions", sessions_by_period, SESSIONS_FAILED, args, lake)
+    if isinstance(rows, dict):
+        return rows
     data = [
         {"date": row["period"].isoformat(), **{k: int(v) for k, v in row.items() if k != "period"}}
         for row in rows.iter_rows(named=True)

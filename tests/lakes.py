@@ -10,6 +10,20 @@ from typing import Any
 
 import fsspec
 
+SPEC_REPORT_KEYS = (
+    "files",
+    "lines",
+    "accepted",
+    "duplicates",
+    "expired",
+    "quarantined",
+    "quarantined_by_reason",
+    "clamped",
+    "truncated",
+    "partitions_deleted",
+)
+"""The keys SPEC section 10 says `track run --json` includes."""
+
 
 def ndjson(*records: Any) -> bytes:
     """NDJSON bytes: dicts are dumped, strings and bytes are kept as the raw line."""
