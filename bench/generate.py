@@ -1,0 +1,54 @@
+"""Seeded generator of realistic raw input: `python bench/generate.py LAKE EVENTS FILES`.
+
+Seven event names, 50,000 users, 28 days, metadata of 2 to 3 keys, ISO timestamps with
+milliseconds; files spread over the days' raw/date=... partitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+EVENTS = ["play", "stop", "pause", "seek", "purchase", "search", "like"]
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def write(lake: Path, events: int, files: int, *, seed: int = 7, days: int = 28) -> None:
+    """Write `events` events in `files` NDJSON files under lake/raw/."""
+    rng = random.Random(seed)
+    per_file = events // files
+    for number in range(files):
+        day = START + timedelta(days=number % days)
+        folder = lake / "raw" / f"date={day.date().isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"part-{number:05d}.ndjson", "w") as out:
+            for _ in range(per_file):
+                moment = day + timedelta(milliseconds=rng.randrange(86_400_000))
+                metadata = {"device": rng.choice(["ios", "android", "web"]),
+                            "track": f"t-{rng.randrange(5000)}"}
+                if rng.random() < 0.5:
+                    metadata["position"] = round(rng.random() * 300, 3)
+                record = {
+                    "event": rng.choice(EVENTS),
+                    "user_id": f"user-{rng.randrange(50_000)}",
+                    "timestamp": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                    "metadata": metadata,
+                }
+                out.write(json.dumps(record) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("lake", type=Path)
+    parser.add_argument("events", type=int)
+    parser.add_argument("files", type=int)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    write(args.lake, args.events, args.files, seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()
