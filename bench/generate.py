@@ -27,8 +27,10 @@ def write(lake: Path, events: int, files: int, *, seed: int = 7, days: int = 28)
         with open(folder / f"part-{number:05d}.ndjson", "w") as out:
             for _ in range(per_file):
                 moment = day + timedelta(milliseconds=rng.randrange(86_400_000))
-                metadata = {"device": rng.choice(["ios", "android", "web"]),
-                            "track": f"t-{rng.randrange(5000)}"}
+                metadata = {
+                    "device": rng.choice(["ios", "android", "web"]),
+                    "track": f"t-{rng.randrange(5000)}",
+                }
                 if rng.random() < 0.5:
                     metadata["position"] = round(rng.random() * 300, 3)
                 record = {

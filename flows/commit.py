@@ -258,3 +258,9 @@ def rebuild_sessions(lake: Lake, *, window_start: date) -> int:
         rows = sessions.filter(pl.col("date") == day).drop("date")
         lake.write_partition(SESSIONS, day, Sessions.validate(rows))
     return len(sessions)
+
+
+def count_sessions(lake: Lake, *, window_start: date) -> int:
+    """Sessions whose play is inside the window."""
+    table = lake.scan(SESSIONS, Sessions).filter(pl.col("date") >= window_start)
+    return int(table.select(pl.len()).collect().item())

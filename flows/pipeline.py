@@ -10,12 +10,14 @@ from typing import Any
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows.commit import (
     MANIFEST,
     Committed,
     commit_events,
     commit_quarantine,
+    count_sessions,
     expire_events,
     expire_inputs,
     rebuild_counts,
@@ -34,6 +36,7 @@ STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
+# Their results are never cached: every run must look at the lake as it is.
 RETRIES = 3
 RETRY_DELAYS: list[float] = [1, 5, 15]
 
@@ -113,13 +116,13 @@ class BatchResult:
     quarantine: str | None
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def list_raw(lake_url: str) -> tuple[list[RawFile], list[str]]:
     """List raw/ (files to consider, and other paths to report)."""
     return Lake(lake_url).list_raw()
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def ingest_batch(
     lake_url: str, plans: list[FilePlan], window_start: date, stage: str
 ) -> BatchResult:
@@ -150,7 +153,7 @@ def _staged(lake: Lake, stage: str, names: list[str | None]) -> list[pl.DataFram
     return [lake.read_parquet(STATE, STAGING, stage, n) for n in names if n]
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def commit(lake_url: str, results: list[BatchResult], window_start: date, stage: str) -> Committed:
     """Fold the staged rows into events, duplicates, quarantine and the manifest."""
     lake = Lake(lake_url)
@@ -172,13 +175,13 @@ def commit(lake_url: str, results: list[BatchResult], window_start: date, stage:
     return outcome
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def drop_expired_events(lake_url: str, window_start: date) -> int:
     """Delete event partitions that left the window, before anything is rebuilt."""
     return expire_events(Lake(lake_url), window_start=window_start)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def drop_expired_inputs(lake_url: str, window_start: date) -> int:
     """Delete raw and quarantine partitions that left the window; remember the window."""
     lake = Lake(lake_url)
@@ -187,15 +190,15 @@ def drop_expired_inputs(lake_url: str, window_start: date) -> int:
     return deleted
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS)
-def rollups(lake_url: str, changed_dates: list[date], window_start: date) -> int | None:
-    """Rebuild the counts of changed dates and the sessions in the window (None: nothing to do)."""
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def rollups(lake_url: str, changed_dates: list[date], window_start: date) -> int:
+    """Rebuild the counts of changed dates and the sessions in the window; the sessions there."""
     lake = Lake(lake_url)
     days = [d for d in changed_dates if d >= window_start]
-    if not days:
-        return None
-    rebuild_counts(lake, days)
-    return rebuild_sessions(lake, window_start=window_start)
+    if days:
+        rebuild_counts(lake, days)
+        return rebuild_sessions(lake, window_start=window_start)
+    return count_sessions(lake, window_start=window_start)
 
 
 @flow(name="pipeline", log_prints=False)
@@ -234,7 +237,7 @@ def _report(
     results: list[BatchResult],
     outcome: Committed,
     deleted: int,
-    sessions: int | None,
+    sessions: int,
     ignored: list[str],
 ) -> RunReport:
     files = [f for r in results for f in r.files if not f.unchanged]
@@ -252,7 +255,7 @@ def _report(
         quarantined_by_reason={k: v for k, v in by_reason.items() if v},
         clamped=outcome.clamped,
         truncated=outcome.truncated,
-        sessions=sessions if sessions is not None else 0,
+        sessions=sessions,
         partitions_deleted=deleted,
         ignored=ignored,
     )

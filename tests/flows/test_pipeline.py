@@ -275,3 +275,24 @@ def test_the_report_is_stored_in_the_lake_and_published_as_an_artifact(lake_url)
     assert artifact is not None
     assert f"| run_id | {report['run_id']} |" in artifact.data
     assert "| quarantined: invalid_json | 1 |" in artifact.data
+
+
+def test_a_run_with_nothing_new_changes_nothing(lake_url):
+    drop(
+        lake_url,
+        f"date={d(2)}/a.ndjson",
+        ndjson(ev("play", "u", day(2, 1)), ev("stop", "u", day(2, 2)), "bad line"),
+    )
+    first = run(lake_url)
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    tables = ("events", "duplicates", "quarantine", "counts", "sessions", "_state/files.parquet")
+
+    def snapshot() -> dict[str, bytes]:
+        fs.invalidate_cache()
+        return {p: fs.cat_file(p) for t in tables for p in fs.find(f"{root}/{t}")}
+
+    before = snapshot()
+    second = run(lake_url)
+    assert snapshot() == before
+    assert (second["files"], second["lines"], second["accepted"]) == (0, 0, 0)
+    assert second["sessions"] == first["sessions"] == 1
