@@ -208,8 +208,11 @@ class Reference:
         if data.startswith(b"\xef\xbb\xbf"):
             data = data[3:]
         for number, line in enumerate(data.split(b"\n"), start=1):
-            if not line.strip():
-                continue
+            try:
+                if not line.decode("utf-8").strip():
+                    continue
+            except UnicodeDecodeError:
+                pass
             out["lines"] += 1
             try:
                 rec = self.record(decode(line), path, number, received)

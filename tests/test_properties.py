@@ -101,6 +101,7 @@ BAD_LINES = [
     "[1, 2]",
     '{"event": "play", "user_id": "u1", "x": NaN}',
     "   ",
+    "\u00a0\t",
     '{"event": "play", "user_id": "u1"',
     '"just a string"',
     "{}",

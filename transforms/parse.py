@@ -81,8 +81,11 @@ def _bad(line_no: int, raw: str, reason: str, message: str) -> tuple[Any, ...]:
     return (line_no, raw, reason, message) + (None,) * 9
 
 
-def decode_line(line_no: int, data: bytes) -> tuple[Any, ...]:
-    """One LINE_SCHEMA row for one line: the decoded fields, or a reason it is bad input."""
+def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
+    """One LINE_SCHEMA row for one line: the decoded fields, or a reason it is bad input.
+
+    None for a line of only white space (any Unicode white space, such as a no-break space).
+    """
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -91,6 +94,8 @@ def decode_line(line_no: int, data: bytes) -> tuple[Any, ...]:
         except UnicodeDecodeError as utf:
             text = data.decode("utf-8", errors="backslashreplace")
             return _bad(line_no, text, INVALID_UTF8, f"line is not valid UTF-8 ({utf.reason})")
+        if not raw.strip():
+            return None
         return _bad(line_no, raw, INVALID_JSON, f"line is not valid JSON: {exc}")
     raw = data.decode("utf-8")
     if not isinstance(record, dict):
@@ -125,9 +130,11 @@ def decode_ndjson(data: bytes) -> pl.LazyFrame:
     """One row per non-blank line of an NDJSON file's bytes, in LINE_SCHEMA."""
     if data.startswith(BOM):
         data = data[len(BOM) :]
-    rows = [
+    # Blank ASCII lines are skipped here, cheaply; other white space only once JSON fails.
+    decoded = (
         decode_line(number, line)
         for number, line in enumerate(data.split(b"\n"), start=1)
         if line.strip()
-    ]
+    )
+    rows = [row for row in decoded if row is not None]
     return pl.LazyFrame(rows, schema=LINE_SCHEMA, orient="row")

@@ -39,9 +39,13 @@ def test_keys_that_first_appear_after_row_1000_are_kept():
 
 
 def test_bom_blank_lines_and_crlf():
-    data = b'\xef\xbb\xbf{"event":"a","user_id":"u"}\r\n\r\n   \n\t\n{"event":"b","user_id":"u"}'
+    data = (
+        b'\xef\xbb\xbf{"event":"a","user_id":"u"}\r\n\r\n   \n\t\n'
+        + "\u00a0\u3000\u2028\n".encode()
+        + b'{"event":"b","user_id":"u"}'
+    )
     rows = _rows(data)
-    assert [(r["line"], r["event"], r["reason"]) for r in rows] == [(1, "a", None), (5, "b", None)]
+    assert [(r["line"], r["event"], r["reason"]) for r in rows] == [(1, "a", None), (6, "b", None)]
 
 
 @pytest.mark.parametrize(
