@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--now", type=_instant, help="the run's time (default: now)")
     run.add_argument("--retention-days", type=int, help="days kept before now's date (default 30)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    run.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="run the ingest tasks on a Dask cluster (tcp://host:8786, or `local` for one here)",
+    )
     for name in ("metrics", "sessions"):
         query = commands.add_parser(name, help=f"print the {name} answer as JSON")
         query.add_argument("--lake")
@@ -69,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from flows.pipeline import pipeline
 
-        report = pipeline(lake=lake, now=args.now, retention_days=args.retention_days)
+        report = pipeline(
+            lake=lake, now=args.now, retention_days=args.retention_days, dask_address=args.dask
+        )
         if args.json:
             print(json.dumps(report))
         else:

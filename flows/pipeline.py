@@ -11,6 +11,8 @@ import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as prefect_flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.commit import (
     MANIFEST,
@@ -201,24 +203,71 @@ def rollups(lake_url: str, changed_dates: list[date], window_start: date) -> int
     return count_sessions(lake, window_start=window_start)
 
 
+def _scheduled_start() -> datetime:
+    """A scheduled run's scheduled start time (a run started by hand: about now)."""
+    scheduled = prefect_flow_run.scheduled_start_time
+    if scheduled is None:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(scheduled.timestamp(), UTC)
+
+
+LOCAL_DASK = "local"
+"""`--dask local`: a LocalCluster of two worker processes on this machine."""
+
+
+def task_runner(dask_address: str | None) -> TaskRunner[Any]:
+    """Threads in this process, or a Dask cluster (an address, or `local` for one made here)."""
+    if not dask_address:
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if dask_address == LOCAL_DASK:
+        return DaskTaskRunner(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": 2,
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
+    return DaskTaskRunner(address=dask_address)
+
+
+@flow(name="ingest")
+def ingest(
+    lake_url: str, groups: list[list[FilePlan]], window_start: date, stage: str
+) -> list[BatchResult]:
+    """Ingest batches of raw files in parallel on the flow's task runner."""
+    futures = [ingest_batch.submit(lake_url, group, window_start, stage) for group in groups]
+    return [f.result() for f in futures]
+
+
 @flow(name="pipeline", log_prints=False)
 def pipeline(
-    lake: str | None = None, now: datetime | None = None, retention_days: int | None = None
+    lake: str | None = None,
+    now: datetime | None = None,
+    retention_days: int | None = None,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Ingest new or changed raw files, rebuild what they affect, apply retention; the report."""
     settings = Settings.from_env()
     lake_url = resolve_lake(lake)
-    now = (now or datetime.now(UTC)).astimezone(UTC)
+    now = (now or _scheduled_start()).astimezone(UTC)
     days = settings.retention_days if retention_days is None else retention_days
     store = Lake(lake_url)
     window_start = window_start_for(store, now, days)
     run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     files, ignored = list_raw(lake_url)
     plans = plan_files(store, files)
-    futures = [
-        ingest_batch.submit(lake_url, group, window_start, run_id) for group in batches(plans)
-    ]
-    results = [f.result() for f in futures]
+    groups = batches(plans)
+    results = (
+        ingest.with_options(task_runner=task_runner(dask_address))(
+            lake_url, groups, window_start, run_id
+        )
+        if groups
+        else []
+    )
     deleted = drop_expired_events(lake_url, window_start)
     outcome = commit(lake_url, results, window_start, run_id)
     deleted += drop_expired_inputs(lake_url, window_start)
