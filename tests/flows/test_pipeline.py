@@ -296,3 +296,44 @@ def test_a_run_with_nothing_new_changes_nothing(lake_url):
     assert snapshot() == before
     assert (second["files"], second["lines"], second["accepted"]) == (0, 0, 0)
     assert second["sessions"] == first["sessions"] == 1
+
+
+def test_local_and_s3_lakes_give_the_same_answers(tmp_path, s3_endpoint):
+    import uuid
+    from pathlib import Path
+
+    import s3fs
+
+    bucket = f"track-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(bucket)
+    lakes = [str(tmp_path / "lake"), f"s3://{bucket}/some/prefix"]
+    sample = Path(__file__).parents[2] / "data" / "sample" / "raw"
+    for lake in lakes:
+        for path in sorted(sample.rglob("*")):
+            if path.is_file():
+                drop(lake, path.relative_to(sample).as_posix(), path.read_bytes())
+    now = datetime(2026, 11, 20, 6, tzinfo=UTC)
+    reports = [run(lake, now) for lake in lakes]
+    keys = (
+        "files",
+        "lines",
+        "accepted",
+        "duplicates",
+        "expired",
+        "quarantined",
+        "quarantined_by_reason",
+        "clamped",
+        "truncated",
+        "sessions",
+        "ignored",
+    )
+    assert {k: reports[0][k] for k in keys} == {k: reports[1][k] for k in keys}
+    assert reports[0]["accepted"] == 25
+    for group in ("day", "week", "month"):
+        for user in (None, "alice", "bob"):
+            local, remote = (
+                answers(lake, "2026-11-01", "2026-12-31", group_by=group, user_id=user)
+                for lake in lakes
+            )
+            assert local == remote
+            assert local[0]
