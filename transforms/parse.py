@@ -18,6 +18,7 @@ import polars as pl
 from schemas.constants import INVALID_JSON, INVALID_UTF8, MAX_DEPTH, NOT_AN_OBJECT, TOO_DEEP
 
 BOM = b"\xef\xbb\xbf"
+TOO_DEEP_MESSAGE = f"line is nested deeper than {MAX_DEPTH} levels"
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
     "line": pl.Int64(),
@@ -96,6 +97,9 @@ def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
             return _bad(line_no, text, INVALID_UTF8, f"line is not valid UTF-8 ({utf.reason})")
         if not raw.strip():
             return None
+        if "depth limit" in str(exc) and raw.lstrip().startswith("{"):
+            # orjson stops at 1024 levels, long before it could tell whether the rest is valid.
+            return _bad(line_no, raw, TOO_DEEP, TOO_DEEP_MESSAGE)
         return _bad(line_no, raw, INVALID_JSON, f"line is not valid JSON: {exc}")
     raw = data.decode("utf-8")
     if not isinstance(record, dict):
@@ -104,7 +108,7 @@ def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
         )
     # Only a line with more than MAX_DEPTH openers can be too deep; skip the walk otherwise.
     if data.count(b"{") + data.count(b"[") > MAX_DEPTH and nesting_depth(record) > MAX_DEPTH:
-        return _bad(line_no, raw, TOO_DEEP, f"line is nested deeper than {MAX_DEPTH} levels")
+        return _bad(line_no, raw, TOO_DEEP, TOO_DEEP_MESSAGE)
     event = record.get("event")
     user_id = record.get("user_id")
     timestamp = record.get("timestamp")

@@ -78,6 +78,8 @@ def test_depth_limit_is_64_levels_counting_the_record():
 
     assert _rows(nested(64))[0]["reason"] is None
     assert _rows(nested(65))[0]["reason"] == "too_deep"
+    # Far deeper than the JSON decoder's own limit is still too deep, not invalid JSON.
+    assert _rows(nested(3000))[0]["reason"] == "too_deep"
 
 
 def test_invalid_utf8_raw_text_is_kept_readable():
