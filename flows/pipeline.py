@@ -116,6 +116,31 @@ class BatchResult:
     files: list[FileResult]
     events: str | None
     quarantine: str | None
+    superseded: set[str] = field(default_factory=set)
+    """Files read again later in the run: their staged rows here are not used."""
+
+
+def same_bytes_again(plans: list[FilePlan], results: list[BatchResult]) -> list[FilePlan]:
+    """Files whose bytes another file first read in this run holds with an earlier mtime.
+
+    Bytes first read in one run get the earliest last-modified time among their files as
+    `received_at`, so dropping a file twice at once changes no answer; these files are read again
+    with it.
+    """
+    earliest: dict[str, datetime] = {}
+    read = [f for r in results for f in r.files if not f.unchanged]
+    for f in read:
+        earliest[f.sha256] = min(earliest.get(f.sha256, f.received_at), f.received_at)
+    late = {f.path: f.sha256 for f in read if f.received_at > earliest[f.sha256]}
+    return [
+        FilePlan(
+            p.raw,
+            p.prior_sha256,
+            {**p.known_received_at, late[p.raw.path]: earliest[late[p.raw.path]]},
+        )
+        for p in plans
+        if p.raw.path in late
+    ]
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
@@ -151,20 +176,26 @@ def ingest_batch(
     return BatchResult(results, paths[0], paths[1])
 
 
-def _staged(lake: Lake, stage: str, names: list[str | None]) -> list[pl.DataFrame]:
-    return [lake.read_parquet(STATE, STAGING, stage, n) for n in names if n]
+def _staged(lake: Lake, stage: str, results: list[BatchResult], kind: str) -> list[pl.DataFrame]:
+    frames = []
+    for result in results:
+        name = result.events if kind == "events" else result.quarantine
+        if name:
+            rows = lake.read_parquet(STATE, STAGING, stage, name)
+            frames.append(rows.filter(~pl.col("source").is_in(result.superseded)))
+    return frames
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def commit(lake_url: str, results: list[BatchResult], window_start: date, stage: str) -> Committed:
     """Fold the staged rows into events, duplicates, quarantine and the manifest."""
     lake = Lake(lake_url)
-    files = [f for r in results for f in r.files]
+    files = [f for r in results for f in r.files if f.path not in r.superseded]
     sources = {f.path for f in files if not f.unchanged}
-    staged = _staged(lake, stage, [r.events for r in results])
+    staged = _staged(lake, stage, results, "events")
     new = pl.concat(staged) if staged else pl.DataFrame(schema=EVENT_SCHEMA)
     new = new.filter(~pl.col("expired"))
-    rejected = _staged(lake, stage, [r.quarantine for r in results])
+    rejected = _staged(lake, stage, results, "quarantine")
     outcome = commit_events(lake, new, sources=sources, window_start=window_start)
     commit_quarantine(
         lake,
@@ -260,14 +291,14 @@ def pipeline(
     run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     files, ignored = list_raw(lake_url)
     plans = plan_files(store, files)
+    ingest_on = ingest.with_options(task_runner=task_runner(dask_address))
     groups = batches(plans)
-    results = (
-        ingest.with_options(task_runner=task_runner(dask_address))(
-            lake_url, groups, window_start, run_id
-        )
-        if groups
-        else []
-    )
+    results = ingest_on(lake_url, groups, window_start, run_id) if groups else []
+    again = same_bytes_again(plans, results)
+    if again:
+        for result in results:
+            result.superseded = {p.raw.path for p in again}
+        results += ingest_on(lake_url, batches(again), window_start, run_id)
     deleted = drop_expired_events(lake_url, window_start)
     outcome = commit(lake_url, results, window_start, run_id)
     deleted += drop_expired_inputs(lake_url, window_start)
@@ -289,7 +320,7 @@ def _report(
     sessions: int,
     ignored: list[str],
 ) -> RunReport:
-    files = [f for r in results for f in r.files if not f.unchanged]
+    files = [f for r in results for f in r.files if not f.unchanged and f.path not in r.superseded]
     by_reason = {reason: sum(f.quarantined.get(reason, 0) for f in files) for reason in REASONS}
     return RunReport(
         run_id=run_id,

@@ -283,17 +283,26 @@ class Reference:
         )
         bad: Counter[str] = Counter()
         new: list[Rec] = []
+        changed = {}
         for path in sorted(files):
             parts = path.split("/")
             name = parts[-1]
             if len(parts) != 2 or name.startswith((".", "_")) or not name.endswith(SUFFIXES):
                 continue
-            data, modified = files[path]
-            sha = hashlib.sha256(data).hexdigest()
-            if self.sha_of_path.get(path) == sha:
-                continue
+            sha = hashlib.sha256(files[path][0]).hexdigest()
+            if self.sha_of_path.get(path) != sha:
+                changed[path] = sha
+        # Bytes first read in this run: the earliest mtime among the files that hold them.
+        first_seen = {}
+        for path, sha in changed.items():
+            if sha not in self.received_of_sha:
+                moment = to_ms(files[path][1])
+                first_seen[sha] = min(first_seen.get(sha, moment), moment)
+        self.received_of_sha.update(first_seen)
+        for path, sha in changed.items():
+            data = files[path][0]
             self.sha_of_path[path] = sha
-            received = self.received_of_sha.setdefault(sha, to_ms(modified))
+            received = self.received_of_sha[sha]
             parsed = self.parse_file(path, data, received, ws)
             report["files"] += 1
             report["lines"] += parsed["lines"]

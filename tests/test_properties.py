@@ -136,6 +136,11 @@ def scenarios(draw):
     for _ in range(draw(st.integers(1, 3))):
         day += draw(st.integers(-3, 25))
         drops = draw(st.lists(files(pool), min_size=1, max_size=4))
+        if draw(st.integers(0, 3)) == 0:
+            # The same bytes dropped again under another name, in the same run.
+            path, data = drops[0]
+            folder, name = path.rsplit("/", 1)
+            drops.append((f"{folder}/again-{name}", data))
         steps.append((day, drops))
     return steps
 

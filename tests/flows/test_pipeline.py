@@ -337,3 +337,14 @@ def test_local_and_s3_lakes_give_the_same_answers(tmp_path, s3_endpoint):
             )
             assert local == remote
             assert local[0]
+
+
+def test_the_same_file_dropped_twice_in_one_run_counts_once(lake_url):
+    data = ndjson(ev("play", "u", None), ev("view", "u", None), ev("stop", "u", day(1)))
+    first = datetime.now(UTC) - timedelta(hours=3)
+    drop(lake_url, f"date={d(1)}/b.ndjson", data, modified=first + timedelta(hours=1))
+    drop(lake_url, f"date={d(1)}/a.ndjson", data, modified=first)
+    report = run(lake_url)
+    assert (report["files"], report["accepted"], report["duplicates"]) == (2, 3, 3)
+    metrics, _ = answers(lake_url, d(3), d(-1))
+    assert sum(n for row in metrics for k, n in row.items() if k != "date") == 3
