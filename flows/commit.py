@@ -9,7 +9,7 @@ from datetime import date
 import polars as pl
 
 from flows.ingest import FileResult
-from flows.lake import RAW, STATE, Lake
+from flows.lake import Lake
 from schemas.tables import (
     Counts,
     Duplicates,
@@ -32,8 +32,8 @@ EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = (
     "counts",
     "sessions",
 )
-MANIFEST = (STATE, "files.parquet")
-TOMBSTONES = (STATE, "tombstones.parquet")
+MANIFEST = "files"
+TOMBSTONES = "tombstones"
 EVENT_SCHEMA_STORED = {name: EVENT_SCHEMA[name] for name in EVENT_COLUMNS}
 
 
@@ -77,7 +77,7 @@ def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[da
 
 def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[date]:
     """Retained event dates the files in `sources` stored rows under before this run."""
-    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    manifest = lake.read_state(MANIFEST, Manifest)
     listed = manifest.filter(pl.col("path").is_in(sources))["dates"].to_list()
     return {d for ds in listed for d in ds if d >= window_start}
 
@@ -107,7 +107,7 @@ def commit_events(
         ],
         how="vertical_relaxed",
     )
-    tombstones = lake.read_table_file(Tombstones, *TOMBSTONES).lazy()
+    tombstones = lake.read_state(TOMBSTONES, Tombstones).lazy()
     decided = deduplicate(
         copies.join(keys, on=RECORD_KEY, how="semi").lazy(), tombstones=tombstones
     ).collect()
@@ -145,7 +145,7 @@ def commit_quarantine(
     lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
 ) -> None:
     """Add the run's rejected lines, replacing what re-read files rejected before."""
-    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    manifest = lake.read_state(MANIFEST, Manifest)
     old = manifest.filter(pl.col("path").is_in(sources))["received_at"].dt.date().to_list()
     new = new.with_columns(date=pl.col("received_at").dt.date())
     for day in sorted(set(old) | set(new["date"].to_list())):
@@ -177,7 +177,7 @@ def update_manifest(lake: Lake, files: list[FileResult], new: pl.DataFrame) -> N
             "received_at": pl.Datetime("ms", "UTC"),
         },
     )
-    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    manifest = lake.read_state(MANIFEST, Manifest)
     # An unchanged file keeps its received_at and dates; only its listing details move on.
     unchanged = (
         listed.filter("unchanged")
@@ -192,7 +192,7 @@ def update_manifest(lake: Lake, files: list[FileResult], new: pl.DataFrame) -> N
     )
     rest = manifest.filter(~pl.col("path").is_in(listed["path"].implode()))
     rows = pl.concat([rest, unchanged.select(manifest.columns), changed.select(manifest.columns)])
-    lake.write_table_file(Manifest.validate(rows.sort("path")), *MANIFEST)
+    lake.write_state(MANIFEST, Manifest.validate(rows.sort("path")))
 
 
 def expire_events(lake: Lake, *, window_start: date) -> int:
@@ -204,9 +204,7 @@ def expire_events(lake: Lake, *, window_start: date) -> int:
     """
     old = [d for d in lake.partitions(EVENTS) if d < window_start]
     tombstones = [
-        lake.read_table_file(Tombstones, *TOMBSTONES).filter(
-            pl.col("sent_at").dt.date() >= window_start
-        )
+        lake.read_state(TOMBSTONES, Tombstones).filter(pl.col("sent_at").dt.date() >= window_start)
     ]
     for day in old:
         rows = lake.read_partition(EVENTS, day, Events)
@@ -216,13 +214,21 @@ def expire_events(lake: Lake, *, window_start: date) -> int:
             )
         )
     if old or not tombstones[0].is_empty():
-        lake.write_table_file(Tombstones.validate(pl.concat(tombstones).unique()), *TOMBSTONES)
+        lake.write_state(TOMBSTONES, Tombstones.validate(pl.concat(tombstones).unique()))
     return _delete_before(lake, (EVENTS, DUPLICATES), window_start)
 
 
-def expire_inputs(lake: Lake, *, window_start: date) -> int:
-    """Delete raw and quarantine partitions before the window (after they were ingested)."""
-    return _delete_before(lake, (RAW, QUARANTINE), window_start)
+def expire_quarantine(lake: Lake, *, window_start: date) -> int:
+    """Delete quarantine partitions before the window (after this run's files were ingested)."""
+    return _delete_before(lake, (QUARANTINE,), window_start)
+
+
+def expire_raw(lake: Lake, *, window_start: date) -> int:
+    """Delete raw partitions before the window: only once the run that read them is live."""
+    old = [d for d in lake.raw_partitions() if d < window_start]
+    for day in old:
+        lake.delete_raw_partition(day)
+    return len(old)
 
 
 def _delete_before(lake: Lake, tables: tuple[str, ...], window_start: date) -> int:

@@ -1,16 +1,26 @@
-"""The one module that knows the lake: paths, partitions, listing raw files, atomic writes.
+"""The one module that knows the lake: paths, partitions, listing raw files, and the commit
+protocol that makes every run all-or-nothing for readers.
 
 Layout under the root URL (local folder or any fsspec URL such as s3://bucket/prefix):
 
     raw/date=YYYY-MM-DD/*.ndjson[.gz]|*.jsonl[.gz]   dropped by producers
-    events/date=D/part-0.parquet                     accepted events (schemas.tables.Events)
-    duplicates/date=D/part-0.parquet                 copies that lost to an earlier one
-    quarantine/date=D/part-0.parquet                 rejected lines, by date received
-    counts/date=D/part-0.parquet                     daily counts per event and user
-    sessions/date=D/part-0.parquet                   sessions, by date of their play
+    events/date=D/part-<id>.parquet                  accepted events (schemas.tables.Events)
+    duplicates/date=D/part-<id>.parquet              copies that lost to an earlier one
+    quarantine/date=D/part-<id>.parquet              rejected lines, by date received
+    counts/date=D/part-<id>.parquet                  daily counts per event and user
+    sessions/date=D/part-<id>.parquet                sessions, by date of their play
     runs/<run_id>.json                               one run report per run
-    _state/files.parquet, _state/window.json,
-    _state/tombstones.parquet                        what the pipeline remembers
+    _state/snapshot.json                             the commit point (see below)
+    _state/files-<id>.parquet, tombstones-<id>.parquet   what the pipeline remembers
+
+Commit protocol: data files are immutable and never overwritten; each write makes a new file
+with a fresh id. `_state/snapshot.json` names the one live file of every partition and state
+table, and the window start. A run works on a copy of the snapshot and replaces the pointer in
+one atomic write at its very end (a rename locally, a single PUT on object stores); only then
+are the files it superseded deleted. A run killed before that write leaves the old snapshot
+live, and its new files are orphans that the next run deletes; killed after, the new snapshot
+is live and the next run deletes what it superseded. The reader only reads files the live
+snapshot names, so its answers are those of before a run or after it, never a mix.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import io
 import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -30,10 +40,11 @@ import polars as pl
 from schemas.constants import RAW_SUFFIXES
 from schemas.tables import polars_schema
 
-PART = "part-0.parquet"
 RAW = "raw"
 STATE = "_state"
 RUNS = "runs"
+TABLES = ("events", "duplicates", "quarantine", "counts", "sessions")
+POINTER = "snapshot.json"
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -79,18 +90,39 @@ def is_raw_name(name: str) -> bool:
     return not name.startswith((".", "_")) and name.endswith(RAW_SUFFIXES)
 
 
+@dataclass
+class Snapshot:
+    """The live files of a lake: one per partition of each table, one per state table."""
+
+    tables: dict[str, dict[str, str]] = field(default_factory=dict)
+    """table -> partition date (ISO) -> file path under the root"""
+    state: dict[str, str] = field(default_factory=dict)
+    """state table name -> file path under the root"""
+    window_start: str | None = None
+    superseded: list[str] = field(default_factory=list)
+    """Files this run replaced: deleted once its snapshot is live (never stored)."""
+
+    def referenced(self) -> set[str]:
+        """Every file path the snapshot names."""
+        return {f for parts in self.tables.values() for f in parts.values()} | set(
+            self.state.values()
+        )
+
+
 class Lake:
-    """A lake at a root URL, through fsspec."""
+    """A lake at a root URL, through fsspec.
+
+    Reads see the live snapshot, or the run's own snapshot after `begin`; writes need `begin`
+    and become visible to others only at `commit`.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
         self.fs, self.base = fsspec.core.url_to_fs(self.url)
         self.base = self.base.rstrip("/")
-        self.local = (
-            "file" in self.fs.protocol
-            if isinstance(self.fs.protocol, tuple)
-            else (self.fs.protocol == "file")
-        )
+        protocol = self.fs.protocol
+        self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+        self.run: Snapshot | None = None
 
     def path(self, *parts: str) -> str:
         """The store path of a location under the root."""
@@ -115,91 +147,153 @@ class Lake:
                 ignored.append(rel)
         return files, ignored
 
-    def raw_info(self, rel: str) -> RawFile:
-        """The raw file as it is now (size and last-modified time)."""
-        info = self.fs.info(self.path(RAW, rel))
-        return RawFile(rel, int(info["size"]), _modified(info))
-
     def read_raw(self, rel: str) -> bytes:
         """The bytes of a raw file."""
         return self.fs.cat_file(self.path(RAW, rel))
+
+    def raw_partitions(self) -> list[date]:
+        """The dates raw/ has folders for."""
+        return self._folders(RAW)
+
+    def delete_raw_partition(self, day: date) -> None:
+        """Delete a raw/date=D folder (raw files are inputs: not part of the snapshot)."""
+        self.remove(RAW, f"date={day.isoformat()}")
+
+    # The snapshot ----------------------------------------------------------------------------
+
+    def live(self) -> Snapshot:
+        """The snapshot other runs and readers see now."""
+        try:
+            value = json.loads(self.fs.cat_file(self.path(STATE, POINTER)))
+        except FileNotFoundError:
+            return Snapshot()
+        return Snapshot(value["tables"], value["state"], value.get("window_start"))
+
+    def begin(self) -> Lake:
+        """Start a run on a private copy of the live snapshot."""
+        live = self.live()
+        self.run = Snapshot(
+            {t: dict(p) for t, p in live.tables.items()}, dict(live.state), live.window_start
+        )
+        return self
+
+    def commit(self) -> None:
+        """Make the run's snapshot live in one atomic write, then delete what it superseded."""
+        run = self._run()
+        value = {"tables": run.tables, "state": run.state, "window_start": run.window_start}
+        self._write_bytes(self.path(STATE, POINTER), json.dumps(value, indent=1).encode())
+        for name in run.superseded:
+            self._delete_file(name)
+        run.superseded.clear()
+
+    def delete_orphans(self) -> int:
+        """Delete data files no live snapshot names (left by a run that was killed); the count."""
+        live = self.live().referenced()
+        self.fs.invalidate_cache()
+        orphans = 0
+        for folder in (*TABLES, STATE):
+            root = self.path(folder)
+            if not self.fs.exists(root):
+                continue
+            for full in self.fs.find(root):
+                name = full[len(self.base) + 1 :]
+                if name.endswith(".parquet") and name not in live and "/staging/" not in name:
+                    self._delete_file(name)
+                    orphans += 1
+        return orphans
+
+    def _view(self) -> Snapshot:
+        return self.run if self.run is not None else self.live()
+
+    def _run(self) -> Snapshot:
+        if self.run is None:
+            raise RuntimeError("Lake writes need Lake.begin() first: nothing was written")
+        return self.run
 
     # Partitioned tables ----------------------------------------------------------------------
 
     def partitions(self, table: str) -> list[date]:
         """The dates a table has partitions for, oldest first."""
-        root = self.path(table)
-        try:
-            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(root, detail=False)]
-        except FileNotFoundError:
-            return []
-        return sorted(d for d in map(partition_date, names) if d is not None)
-
-    def _part(self, table: str, day: date) -> str:
-        return self.path(table, f"date={day.isoformat()}", PART)
+        return sorted(date.fromisoformat(d) for d in self._view().tables.get(table, {}))
 
     def read_partition(self, table: str, day: date, model: type[pa.DataFrameModel]) -> pl.DataFrame:
         """One partition's rows (empty, with the model's columns, if there is none)."""
-        try:
-            with self.fs.open(self._part(table, day), "rb") as f:
-                return pl.read_parquet(f)
-        except FileNotFoundError:
+        name = self._view().tables.get(table, {}).get(day.isoformat())
+        if name is None:
             return pl.DataFrame(schema=polars_schema(model))
+        return self._read(name)
 
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
-        """Replace a partition with `rows` in one atomic write; no rows removes it."""
-        if rows.is_empty():
-            self.delete_partition(table, day)
-        else:
-            self._write_bytes(self._part(table, day), _parquet_bytes(rows))
+        """Replace a partition with `rows` (in the run's snapshot); no rows removes it."""
+        run = self._run()
+        parts = run.tables.setdefault(table, {})
+        old = parts.pop(day.isoformat(), None)
+        if old is not None:
+            run.superseded.append(old)
+        if not rows.is_empty():
+            name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+            self._write_bytes(self.path(name), _parquet_bytes(rows))
+            parts[day.isoformat()] = name
 
     def delete_partition(self, table: str, day: date) -> None:
-        """Remove a partition folder, if it is there."""
-        folder = self.path(table, f"date={day.isoformat()}")
-        if self.fs.exists(folder):
-            self.fs.rm(folder, recursive=True)
+        """Remove a partition (in the run's snapshot)."""
+        self.write_partition(table, day, pl.DataFrame())
 
     def scan(self, table: str, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
-        """A table with its `date` key as a column, as `polars.scan_parquet` reads it."""
-        self.fs.invalidate_cache()
-        files = sorted(self.fs.glob(self.path(table, "date=*", "*.parquet")))
+        """A table with its `date` key as a column, from the files the snapshot names."""
+        parts = self._view().tables.get(table, {})
         schema = {**polars_schema(model), "date": pl.Date()}
-        if not files:
+        if not parts:
             return pl.LazyFrame(schema=schema)
         if self.local:
+            files = [self.path(parts[d]) for d in sorted(parts)]
             return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.Date()})
-        frames = []
-        for name in files:
-            with self.fs.open(name, "rb") as f:
-                day = partition_date(name.rsplit("/", 2)[-2])
-                frames.append(pl.read_parquet(f).with_columns(date=pl.lit(day)))
+        frames = [
+            self._read(parts[d]).with_columns(date=pl.lit(date.fromisoformat(d)))
+            for d in sorted(parts)
+        ]
         return pl.concat(frames).lazy().select(list(schema))
 
-    # State and reports -----------------------------------------------------------------------
+    # State tables ----------------------------------------------------------------------------
 
-    def read_json(self, *parts: str) -> Any:
-        """A JSON document under the root, or None if there is none."""
-        try:
-            return json.loads(self.fs.cat_file(self.path(*parts)))
-        except FileNotFoundError:
-            return None
+    def read_state(self, name: str, model: type[pa.DataFrameModel]) -> pl.DataFrame:
+        """A state table of the snapshot (empty with the model's columns if there is none)."""
+        file = self._view().state.get(name)
+        return self._read(file) if file else pl.DataFrame(schema=polars_schema(model))
+
+    def write_state(self, name: str, rows: pl.DataFrame) -> None:
+        """Replace a state table (in the run's snapshot)."""
+        run = self._run()
+        file = f"{STATE}/{name}-{uuid.uuid4().hex}.parquet"
+        self._write_bytes(self.path(file), _parquet_bytes(rows))
+        old = run.state.get(name)
+        if old is not None:
+            run.superseded.append(old)
+        run.state[name] = file
+
+    @property
+    def window_start(self) -> date | None:
+        """The first retained date as of the snapshot."""
+        start = self._view().window_start
+        return date.fromisoformat(start) if start else None
+
+    @window_start.setter
+    def window_start(self, value: date) -> None:
+        self._run().window_start = value.isoformat()
+
+    # Plain files: staging and reports ---------------------------------------------------------
 
     def write_json(self, value: Any, *parts: str) -> None:
         """Write a JSON document atomically."""
         self._write_bytes(self.path(*parts), json.dumps(value, indent=2, default=str).encode())
 
-    def read_table_file(self, model: type[pa.DataFrameModel], *parts: str) -> pl.DataFrame:
-        """A single-file Parquet table (empty with the model's columns if absent)."""
-        try:
-            with self.fs.open(self.path(*parts), "rb") as f:
-                return pl.read_parquet(f)
-        except FileNotFoundError:
-            return pl.DataFrame(schema=polars_schema(model))
-
     def read_parquet(self, *parts: str) -> pl.DataFrame:
         """A Parquet file under the root that must exist."""
-        with self.fs.open(self.path(*parts), "rb") as f:
-            return pl.read_parquet(f)
+        return self._read("/".join(parts))
+
+    def write_parquet(self, rows: pl.DataFrame, *parts: str) -> None:
+        """Write a Parquet file under the root."""
+        self._write_bytes(self.path(*parts), _parquet_bytes(rows))
 
     def remove(self, *parts: str) -> None:
         """Delete a file or folder under the root, if it is there."""
@@ -207,9 +301,29 @@ class Lake:
         if self.fs.exists(target):
             self.fs.rm(target, recursive=True)
 
-    def write_table_file(self, rows: pl.DataFrame, *parts: str) -> None:
-        """Write a single-file Parquet table atomically."""
-        self._write_bytes(self.path(*parts), _parquet_bytes(rows))
+    # Storage ---------------------------------------------------------------------------------
+
+    def _folders(self, table: str) -> list[date]:
+        try:
+            names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(self.path(table))]
+        except FileNotFoundError:
+            return []
+        return sorted(d for d in map(partition_date, names) if d is not None)
+
+    def _read(self, name: str) -> pl.DataFrame:
+        with self.fs.open(self.path(name), "rb") as f:
+            return pl.read_parquet(f)
+
+    def _delete_file(self, name: str) -> None:
+        try:
+            self.fs.rm_file(self.path(name))
+        except FileNotFoundError:
+            pass
+        if self.local:  # object stores have no folders; a local one left empty goes too
+            try:
+                self.fs.rmdir(self.path(name).rsplit("/", 1)[0])
+            except OSError:
+                pass
 
     def _write_bytes(self, target: str, data: bytes) -> None:
         # A single PUT is atomic on object stores; locally, write aside then rename.

@@ -21,7 +21,8 @@ from flows.commit import (
     commit_quarantine,
     count_sessions,
     expire_events,
-    expire_inputs,
+    expire_quarantine,
+    expire_raw,
     rebuild_counts,
     rebuild_sessions,
     update_manifest,
@@ -33,7 +34,6 @@ from schemas.constants import REASONS
 from schemas.tables import Manifest, Quarantine, polars_schema
 from transforms.normalise import EVENT_SCHEMA
 
-WINDOW = (STATE, "window.json")
 STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
@@ -76,15 +76,13 @@ class RunReport:
 def window_start_for(lake: Lake, now: datetime, retention_days: int) -> date:
     """The first retained date of a run at `now`: never earlier than the last run's (SPEC 8)."""
     start = (now.astimezone(UTC) - timedelta(days=retention_days)).date()
-    state = lake.read_json(*WINDOW) or {}
-    if state.get("window_start"):
-        start = max(start, date.fromisoformat(state["window_start"]))
-    return start
+    last = lake.window_start
+    return max(start, last) if last else start
 
 
 def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
     """The listed files whose size or modified time differ from what the manifest holds."""
-    manifest = lake.read_table_file(Manifest, *MANIFEST)
+    manifest = lake.read_state(MANIFEST, Manifest)
     known = {row["path"]: row for row in manifest.iter_rows(named=True)}
     by_bytes = {row["sha256"]: row["received_at"] for row in known.values()}
     plans = []
@@ -167,9 +165,7 @@ def ingest_batch(
     paths: list[str | None] = []
     for kind, frames in (("events", events), ("quarantine", quarantine)):
         if frames:
-            lake.write_table_file(
-                pl.concat(frames), STATE, STAGING, stage, f"{name}.{kind}.parquet"
-            )
+            lake.write_parquet(pl.concat(frames), STATE, STAGING, stage, f"{name}.{kind}.parquet")
             paths.append(f"{name}.{kind}.parquet")
         else:
             paths.append(None)
@@ -187,9 +183,14 @@ def _staged(lake: Lake, stage: str, results: list[BatchResult], kind: str) -> li
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def commit(lake_url: str, results: list[BatchResult], window_start: date, stage: str) -> Committed:
+def drop_expired_events(lake: Lake, window_start: date) -> int:
+    """Drop event partitions that left the window, before anything is rebuilt."""
+    return expire_events(lake, window_start=window_start)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: str) -> Committed:
     """Fold the staged rows into events, duplicates, quarantine and the manifest."""
-    lake = Lake(lake_url)
     files = [f for r in results for f in r.files if f.path not in r.superseded]
     sources = {f.path for f in files if not f.unchanged}
     staged = _staged(lake, stage, results, "events")
@@ -204,34 +205,34 @@ def commit(lake_url: str, results: list[BatchResult], window_start: date, stage:
         window_start=window_start,
     )
     update_manifest(lake, files, new)
-    lake.remove(STATE, STAGING, stage)
     return outcome
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def drop_expired_events(lake_url: str, window_start: date) -> int:
-    """Delete event partitions that left the window, before anything is rebuilt."""
-    return expire_events(Lake(lake_url), window_start=window_start)
-
-
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def drop_expired_inputs(lake_url: str, window_start: date) -> int:
-    """Delete raw and quarantine partitions that left the window; remember the window."""
-    lake = Lake(lake_url)
-    deleted = expire_inputs(lake, window_start=window_start)
-    lake.write_json({"window_start": window_start.isoformat()}, *WINDOW)
-    return deleted
-
-
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def rollups(lake_url: str, changed_dates: list[date], window_start: date) -> int:
+def rollups(lake: Lake, changed_dates: list[date], window_start: date) -> int:
     """Rebuild the counts of changed dates and the sessions in the window; the sessions there."""
-    lake = Lake(lake_url)
     days = [d for d in changed_dates if d >= window_start]
     if days:
         rebuild_counts(lake, days)
         return rebuild_sessions(lake, window_start=window_start)
     return count_sessions(lake, window_start=window_start)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def publish(lake: Lake, window_start: date, stage: str) -> int:
+    """Make the run live (the commit point), then delete raw input that left the window."""
+    deleted = expire_quarantine(lake, window_start=window_start)
+    lake.window_start = window_start
+    lake.commit()
+    lake.remove(STATE, STAGING, stage)
+    return deleted + expire_raw(lake, window_start=window_start)
+
+
+@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+def recover(lake: Lake) -> int:
+    """Delete what a killed run left behind: unreferenced files and staging; the count."""
+    lake.remove(STATE, STAGING)
+    return lake.delete_orphans()
 
 
 def _scheduled_start() -> datetime:
@@ -287,6 +288,8 @@ def pipeline(
     now = (now or _scheduled_start()).astimezone(UTC)
     days = settings.retention_days if retention_days is None else retention_days
     store = Lake(lake_url)
+    recover(store)
+    store.begin()
     window_start = window_start_for(store, now, days)
     run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     files, ignored = list_raw(lake_url)
@@ -299,10 +302,10 @@ def pipeline(
         for result in results:
             result.superseded = {p.raw.path for p in again}
         results += ingest_on(lake_url, batches(again), window_start, run_id)
-    deleted = drop_expired_events(lake_url, window_start)
-    outcome = commit(lake_url, results, window_start, run_id)
-    deleted += drop_expired_inputs(lake_url, window_start)
-    sessions = rollups(lake_url, outcome.changed_dates, window_start)
+    deleted = drop_expired_events(store, window_start)
+    outcome = commit(store, results, window_start, run_id)
+    sessions = rollups(store, outcome.changed_dates, window_start)
+    deleted += publish(store, window_start, run_id)
     report = _report(run_id, now, window_start, results, outcome, deleted, sessions, ignored)
     store.write_json(asdict(report), RUNS, f"{run_id}.json")
     get_run_logger().info("Track run report: %s", asdict(report))

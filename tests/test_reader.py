@@ -53,9 +53,11 @@ def test_empty_lake_is_success_with_no_data(query, lake_url):
 def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
     query, table, message, lake_url, caplog
 ):
-    lake = Lake(lake_url)
-    lake.fs.makedirs(lake.path(table, "date=2025-01-01"), exist_ok=True)
-    lake.fs.pipe_file(lake.path(table, "date=2025-01-01", "part-0.parquet"), b"not parquet")
+    lake = Lake(lake_url).begin()
+    lake.write_partition(table, date(2025, 1, 1), pl.DataFrame({"x": [1]}))
+    lake.commit()
+    (name,) = lake.live().tables[table].values()
+    lake.fs.pipe_file(lake.path(name), b"not parquet")
     with caplog.at_level(logging.ERROR, logger="track.reader"):
         assert query("2025-01-01", "2025-01-31", lake=lake_url) == {
             "status": "error",
@@ -65,7 +67,7 @@ def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
 
 
 def test_metrics_rows_and_user_filter(tmp_path):
-    lake = Lake(str(tmp_path))
+    lake = Lake(str(tmp_path)).begin()
     lake.write_partition(
         "counts",
         date(2025, 1, 1),
@@ -78,6 +80,7 @@ def test_metrics_rows_and_user_filter(tmp_path):
         date(2025, 1, 3),
         pl.DataFrame({"event": ["pause"], "user_id": ["b"], "count": [1]}),
     )
+    lake.commit()
     assert reader.metrics("2025-01-01", "2025-01-03", lake=str(tmp_path)) == {
         "status": "success",
         "data": [{"date": "2025-01-01", "play": 5, "stop": 1}, {"date": "2025-01-03", "pause": 1}],
@@ -97,11 +100,12 @@ def test_metrics_rows_and_user_filter(tmp_path):
 
 
 def test_lake_defaults_to_the_environment(tmp_path, monkeypatch):
-    lake = Lake(str(tmp_path))
+    lake = Lake(str(tmp_path)).begin()
     lake.write_partition(
         "counts",
         date(2025, 1, 1),
         pl.DataFrame({"event": ["play"], "user_id": ["a"], "count": [1]}),
     )
+    lake.commit()
     monkeypatch.setenv("TRACK_LAKE", str(tmp_path))
     assert reader.metrics("2025-01-01", "2025-01-01")["data"] == [{"date": "2025-01-01", "play": 1}]
