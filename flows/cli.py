@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retention-days", type=int, help="days kept before now's date (default 30)")
     run.add_argument("--json", action="store_true", help="print the report as one JSON object")
     run.add_argument(
+        "--wait",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long to wait for another run on the same lake before skipping (default 600)",
+    )
+    run.add_argument(
         "--dask",
         metavar="ADDRESS",
         help="run the ingest tasks on a Dask cluster (tcp://host:8786, or `local` for one here)",
@@ -75,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         from flows.pipeline import pipeline
 
         report = pipeline(
-            lake=lake, now=args.now, retention_days=args.retention_days, dask_address=args.dask
+            lake=lake,
+            now=args.now,
+            retention_days=args.retention_days,
+            dask_address=args.dask,
+            lock_wait=args.wait,
         )
         if args.json:
             print(json.dumps(report))

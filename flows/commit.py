@@ -8,6 +8,7 @@ from datetime import date
 
 import polars as pl
 
+from flows.faults import crash_point
 from flows.ingest import FileResult
 from flows.lake import Lake
 from schemas.tables import (
@@ -117,6 +118,7 @@ def commit_events(
     for day in sorted(touched):
         rows = result.filter(pl.col("date") == day)
         lake.write_partition(EVENTS, day, _validated(rows.filter("kept"), Events))
+        crash_point("partition-written")
         lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
     return _tally(decided, new, sorted(touched))
 

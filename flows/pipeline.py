@@ -27,14 +27,18 @@ from flows.commit import (
     rebuild_sessions,
     update_manifest,
 )
+from flows.faults import crash_point
 from flows.ingest import FilePlan, FileResult, ingest_file
 from flows.lake import RUNS, STATE, Lake, RawFile
+from flows.lock import POLL_EVERY, LakeLock
 from flows.settings import Settings, resolve_lake
 from schemas.constants import REASONS
 from schemas.tables import Manifest, Quarantine, polars_schema
 from transforms.normalise import EVENT_SCHEMA
 
 STAGING = "staging"
+LOCK_WAIT = 600.0
+"""Seconds a run waits for another run on the same lake before it skips."""
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
@@ -62,6 +66,8 @@ class RunReport:
     sessions: int = 0
     partitions_deleted: int = 0
     ignored: list[str] = field(default_factory=list)
+    waited_for_lock: float = 0.0
+    skipped: bool = False
 
     def markdown(self) -> str:
         """The report as a Markdown table, for the Prefect artifact."""
@@ -224,6 +230,7 @@ def publish(lake: Lake, window_start: date, stage: str) -> int:
     deleted = expire_quarantine(lake, window_start=window_start)
     lake.window_start = window_start
     lake.commit()
+    crash_point("published")
     lake.remove(STATE, STAGING, stage)
     return deleted + expire_raw(lake, window_start=window_start)
 
@@ -281,36 +288,62 @@ def pipeline(
     now: datetime | None = None,
     retention_days: int | None = None,
     dask_address: str | None = None,
+    lock_wait: float = LOCK_WAIT,
 ) -> dict[str, Any]:
-    """Ingest new or changed raw files, rebuild what they affect, apply retention; the report."""
+    """Ingest new or changed raw files, rebuild what they affect, apply retention; the report.
+
+    One run at a time per lake: a run waits up to `lock_wait` seconds for another to finish,
+    then skips (its report says `skipped`).
+    """
     settings = Settings.from_env()
     lake_url = resolve_lake(lake)
     now = (now or _scheduled_start()).astimezone(UTC)
     days = settings.retention_days if retention_days is None else retention_days
+    run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     store = Lake(lake_url)
+    lock = LakeLock(store, run_id)
+    logger = get_run_logger()
+    if not lock.acquire(wait=lock_wait):
+        logger.warning("Another run holds the lock of %s; this run skipped it", lake_url)
+        return asdict(RunReport(run_id, now.isoformat(), "", skipped=True))
+    if lock.waited >= POLL_EVERY:
+        logger.info("Waited %.0f s for another run on %s to finish", lock.waited, lake_url)
+    try:
+        report = _locked_run(store, run_id, now, days, dask_address)
+    finally:
+        lock.release()
+    report.waited_for_lock = round(lock.waited, 1)
+    store.write_json(asdict(report), RUNS, f"{run_id}.json")
+    logger.info("Track run report: %s", asdict(report))
+    create_markdown_artifact(report.markdown(), key="track-run-report", description="Track run")
+    return asdict(report)
+
+
+def _locked_run(
+    store: Lake, run_id: str, now: datetime, days: int, dask_address: str | None
+) -> RunReport:
+    """The run itself, under the lake's lock."""
     recover(store)
     store.begin()
     window_start = window_start_for(store, now, days)
-    run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
-    files, ignored = list_raw(lake_url)
+    files, ignored = list_raw(store.url)
     plans = plan_files(store, files)
     ingest_on = ingest.with_options(task_runner=task_runner(dask_address))
     groups = batches(plans)
-    results = ingest_on(lake_url, groups, window_start, run_id) if groups else []
+    results = ingest_on(store.url, groups, window_start, run_id) if groups else []
     again = same_bytes_again(plans, results)
     if again:
         for result in results:
             result.superseded = {p.raw.path for p in again}
-        results += ingest_on(lake_url, batches(again), window_start, run_id)
+        results += ingest_on(store.url, batches(again), window_start, run_id)
+    crash_point("ingested")
     deleted = drop_expired_events(store, window_start)
     outcome = commit(store, results, window_start, run_id)
+    crash_point("committed")
     sessions = rollups(store, outcome.changed_dates, window_start)
+    crash_point("rolled-up")
     deleted += publish(store, window_start, run_id)
-    report = _report(run_id, now, window_start, results, outcome, deleted, sessions, ignored)
-    store.write_json(asdict(report), RUNS, f"{run_id}.json")
-    get_run_logger().info("Track run report: %s", asdict(report))
-    create_markdown_artifact(report.markdown(), key="track-run-report", description="Track run")
-    return asdict(report)
+    return _report(run_id, now, window_start, results, outcome, deleted, sessions, ignored)
 
 
 def _report(

@@ -1,0 +1,121 @@
+"""A lock that lives in the lake itself, so that two runs on one lake never overlap, whatever
+process, machine or Prefect server they run from.
+
+Holders take numbered generations: `_state/lock/<n>.json`. A run holds the lock when it created
+the newest generation, and creating one is exclusive (`O_EXCL` locally, `If-None-Match: *` on S3),
+so of two runs racing for generation n only one gets it. A generation is free once its holder
+marks it released or lets its lease lapse (a killed run stops renewing it): a stale lock delays
+the next run by at most the lease, never forever.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+from flows.lake import STATE, Lake
+
+LOCKS = f"{STATE}/lock"
+LEASE = timedelta(seconds=90)
+"""How long a holder's claim lasts without renewal."""
+RENEW_EVERY = 20.0
+POLL_EVERY = 1.0
+
+
+class LakeBusyError(RuntimeError):
+    """Another run holds the lake's lock and kept it for longer than this run would wait."""
+
+
+class LakeLock:
+    """The lake's run lock; use as `with LakeLock(lake, owner).held(wait=...)`."""
+
+    def __init__(self, lake: Lake, owner: str) -> None:
+        self.lake = lake
+        self.owner = owner
+        self.generation: int | None = None
+        self.waited = 0.0
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _path(self, generation: int) -> str:
+        return self.lake.path(LOCKS, f"{generation:012d}.json")
+
+    def _generations(self) -> list[int]:
+        self.lake.fs.invalidate_cache()
+        try:
+            names = self.lake.fs.ls(self.lake.path(LOCKS), detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(int(n.rsplit("/", 1)[-1][:-5]) for n in names if n.endswith(".json"))
+
+    def _claim(self, released: bool = False) -> bytes:
+        expires = datetime.now(UTC) + LEASE
+        return json.dumps(
+            {
+                "owner": self.owner,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "expires": expires.isoformat(),
+                "released": released,
+            }
+        ).encode()
+
+    def _is_free(self, generation: int) -> bool:
+        try:
+            claim = json.loads(self.lake.fs.cat_file(self._path(generation)))
+        except FileNotFoundError:
+            return True
+        except ValueError:
+            return False  # being written: look again
+        return claim["released"] or datetime.fromisoformat(claim["expires"]) < datetime.now(UTC)
+
+    def _create(self, generation: int) -> bool:
+        target = self._path(generation)
+        data = self._claim()
+        try:
+            if self.lake.local:
+                self.lake.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                with open(target, "xb") as f:
+                    f.write(data)
+            else:
+                self.lake.fs.pipe_file(target, data, mode="create")
+        except FileExistsError:
+            return False
+        return True
+
+    def acquire(self, wait: float) -> bool:
+        """Take the lock, waiting up to `wait` seconds for another run to finish."""
+        start = time.monotonic()
+        while True:
+            latest = max(self._generations(), default=0)
+            if (latest == 0 or self._is_free(latest)) and self._create(latest + 1):
+                self.generation = latest + 1
+                self.waited = time.monotonic() - start
+                self._renewer = threading.Thread(target=self._renew, daemon=True)
+                self._renewer.start()
+                return True
+            if time.monotonic() - start >= wait:
+                return False
+            time.sleep(POLL_EVERY)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_EVERY):
+            assert self.generation is not None
+            self.lake.fs.pipe_file(self._path(self.generation), self._claim())
+
+    def release(self) -> None:
+        """Mark the generation released and forget older ones."""
+        if self.generation is None:
+            return
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        self.lake.fs.pipe_file(self._path(self.generation), self._claim(released=True))
+        for old in self._generations():
+            if old < self.generation:
+                self.lake.fs.rm_file(self._path(old))
+        self.generation = None
