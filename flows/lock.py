@@ -21,8 +21,7 @@ from flows.lake import STATE, Lake
 
 LOCKS = f"{STATE}/lock"
 LEASE = timedelta(seconds=90)
-"""How long a holder's claim lasts without renewal."""
-RENEW_EVERY = 20.0
+"""How long a holder's claim lasts without renewal (renewed four times per lease)."""
 POLL_EVERY = 1.0
 
 
@@ -33,9 +32,10 @@ class LakeBusyError(RuntimeError):
 class LakeLock:
     """The lake's run lock; use as `with LakeLock(lake, owner).held(wait=...)`."""
 
-    def __init__(self, lake: Lake, owner: str) -> None:
+    def __init__(self, lake: Lake, owner: str, *, lease: timedelta = LEASE) -> None:
         self.lake = lake
         self.owner = owner
+        self.lease = lease
         self.generation: int | None = None
         self.waited = 0.0
         self._stop = threading.Event()
@@ -53,7 +53,7 @@ class LakeLock:
         return sorted(int(n.rsplit("/", 1)[-1][:-5]) for n in names if n.endswith(".json"))
 
     def _claim(self, released: bool = False) -> bytes:
-        expires = datetime.now(UTC) + LEASE
+        expires = datetime.now(UTC) + self.lease
         return json.dumps(
             {
                 "owner": self.owner,
@@ -103,7 +103,7 @@ class LakeLock:
             time.sleep(POLL_EVERY)
 
     def _renew(self) -> None:
-        while not self._stop.wait(RENEW_EVERY):
+        while not self._stop.wait(self.lease.total_seconds() / 4):
             assert self.generation is not None
             self.lake.fs.pipe_file(self._path(self.generation), self._claim())
 

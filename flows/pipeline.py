@@ -301,7 +301,7 @@ def pipeline(
     days = settings.retention_days if retention_days is None else retention_days
     run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     store = Lake(lake_url)
-    lock = LakeLock(store, run_id)
+    lock = LakeLock(store, run_id, lease=timedelta(seconds=settings.lock_lease))
     logger = get_run_logger()
     if not lock.acquire(wait=lock_wait):
         logger.warning("Another run holds the lock of %s; this run skipped it", lake_url)

@@ -17,23 +17,33 @@ class Settings:
     Built by `from_env` from:
       TRACK_LAKE            root URL of the lake (default `data/lake`)
       TRACK_RETENTION_DAYS  days of events kept before the run's date (default 30)
+      TRACK_LOCK_LEASE      seconds a killed run's lock on the lake lasts (default 90)
     S3 credentials, region and endpoint come from the standard AWS variables.
     """
 
     lake: str = DEFAULT_LAKE
     retention_days: int = RETENTION_DAYS
+    lock_lease: float = 90.0
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from the environment variables listed above."""
-        days = os.environ.get("TRACK_RETENTION_DAYS", str(RETENTION_DAYS))
-        try:
-            retention_days = int(days)
-        except ValueError as exc:
-            raise ValueError(
-                f"TRACK_RETENTION_DAYS must be a whole number of days, got {days!r}"
-            ) from exc
-        return cls(lake=os.environ.get("TRACK_LAKE") or DEFAULT_LAKE, retention_days=retention_days)
+        return cls(
+            lake=os.environ.get("TRACK_LAKE") or DEFAULT_LAKE,
+            retention_days=int(_number("TRACK_RETENTION_DAYS", RETENTION_DAYS, whole=True)),
+            lock_lease=_number("TRACK_LOCK_LEASE", 90.0),
+        )
+
+
+def _number(name: str, default: float, *, whole: bool = False) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        return int(text) if whole else float(text)
+    except ValueError as exc:
+        kind = "a whole number" if whole else "a number"
+        raise ValueError(f"{name} must be {kind}, got {text!r}") from exc
 
 
 def resolve_lake(lake: str | None) -> str:

@@ -1,0 +1,213 @@
+"""Crash and concurrency safety (SPEC section 9) with real `track run` processes: killed at
+several points, or started two at once, on a local folder and on the S3 API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fsspec
+import pytest
+
+import reader
+from flows.lake import Lake
+from flows.lock import LakeLock
+from flows.pipeline import pipeline
+from tests.lakes import drop, ndjson
+
+NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
+MODIFIED = datetime(2025, 3, 9, tzinfo=UTC)
+
+
+Started = tuple[subprocess.Popen, Any, Any]
+
+
+def _track_run(lake: str, *, kill_at: str | None = None) -> Started:
+    """Start `track run` in its own process group, with its own Prefect home.
+
+    Output goes to temporary files: a killed run's temporary Prefect server (its child) would
+    otherwise hold pipes open.
+    """
+    env = dict(
+        os.environ,
+        PREFECT_HOME=tempfile.mkdtemp(prefix="track-proc-"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        TRACK_LOCK_LEASE="3",
+    )
+    env.pop("PREFECT_API_URL", None)
+    if kill_at:
+        env["TRACK_KILL_AT"] = kill_at
+    command = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "run",
+        "--lake",
+        lake,
+        "--now",
+        NOW.isoformat(),
+        "--json",
+    ]
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    process = subprocess.Popen(command, env=env, stdout=out, stderr=err, start_new_session=True)
+    return process, out, err
+
+
+def _finish(started: Started) -> tuple[int, str, str]:
+    """Wait for a `track run`, end whatever it left running; its exit code and output."""
+    process, *streams = started
+    try:
+        process.wait(timeout=300)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    out = []
+    for stream in streams:
+        stream.seek(0)
+        out.append(stream.read().decode())
+    return process.returncode, out[0], out[1]
+
+
+def _answers(lake: str) -> list:
+    out = []
+    for query in (reader.metrics, reader.sessions):
+        for group in ("day", "month"):
+            answer = query("2025-01-01", "2025-03-31", group, lake=lake)
+            assert answer["status"] == "success", answer
+            out.append(answer["data"])
+    return out
+
+
+def _first_drop(lake: str) -> None:
+    drop(
+        lake,
+        "date=2025-03-05/a.ndjson",
+        ndjson(
+            {"event": "play", "user_id": "u", "timestamp": "2025-03-05T10:00:00Z"},
+            {"event": "stop", "user_id": "u", "timestamp": "2025-03-05T10:30:00Z"},
+            {"event": "play", "user_id": "v", "timestamp": "2025-03-06T23:00:00Z"},
+            "bad",
+        ),
+        modified=MODIFIED,
+    )
+
+
+def _second_drop(lake: str) -> None:
+    drop(
+        lake,
+        "date=2025-03-07/b.ndjson",
+        ndjson(
+            {"event": "stop", "user_id": "v", "timestamp": "2025-03-07T01:00:00Z"},
+            {"event": "stop", "user_id": "u", "timestamp": "2025-03-05T10:30:00Z"},  # duplicate
+            {"event": "pause", "user_id": "w", "timestamp": "2025-03-08T08:00:00Z"},
+        ),
+        modified=MODIFIED,
+    )
+    drop(
+        lake,
+        "date=2025-01-02/late.ndjson",
+        ndjson(  # a raw partition before the window
+            {"event": "play", "user_id": "x", "timestamp": "2025-03-08T09:00:00Z"},
+            {"event": "play", "user_id": "x", "timestamp": "2025-01-02T09:00:00Z"},
+        ),
+        modified=MODIFIED,
+    )
+
+
+def _no_stray_files(lake_url: str) -> None:
+    """Every Parquet file under a table is live, so plain scans agree with the reader."""
+    lake = Lake(lake_url)
+    live = lake.live().referenced()
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    fs.invalidate_cache()
+    for table in ("events", "duplicates", "quarantine", "counts", "sessions"):
+        if fs.exists(f"{root}/{table}"):
+            for path in fs.find(f"{root}/{table}"):
+                assert path[len(root.rstrip("/")) + 1 :] in live, path
+
+
+@pytest.fixture(scope="module")
+def after_answers(prefect_harness):
+    """The answers of uninterrupted runs over both drops."""
+    lake = tempfile.mkdtemp(prefix="track-after-") + "/lake"
+    _first_drop(lake)
+    pipeline(lake=lake, now=NOW)
+    _second_drop(lake)
+    pipeline(lake=lake, now=NOW)
+    return _answers(lake)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("point", ["ingested", "partition-written", "rolled-up", "published"])
+def test_a_killed_run_leaves_old_or_new_answers_and_the_next_run_finishes(
+    lake_url, point, after_answers
+):
+    _first_drop(lake_url)
+    pipeline(lake=lake_url, now=NOW)
+    before = _answers(lake_url)
+    _second_drop(lake_url)
+    code, _, err = _finish(_track_run(lake_url, kill_at=point))
+    assert code == -signal.SIGKILL, err[-2000:]
+    assert _answers(lake_url) in (before, after_answers)
+    report = pipeline(lake=lake_url, now=NOW)
+    assert _answers(lake_url) == after_answers
+    _no_stray_files(lake_url)
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    assert not fs.exists(f"{root}/raw/date=2025-01-02")
+    if point == "published":  # the killed run was live: nothing was left to read
+        assert report["files"] == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_two_runs_at_once_neither_corrupt_nor_double_count(lake_url, after_answers):
+    _first_drop(lake_url)
+    _second_drop(lake_url)
+    finished = [_finish(p) for p in [_track_run(lake_url) for _ in range(2)]]
+    assert [code for code, _, _ in finished] == [0, 0], [err[-2000:] for _, _, err in finished]
+    reports = [json.loads(out) for _, out, _ in finished]
+    assert sorted(r["files"] for r in reports) == [0, 3]
+    assert sum(r["accepted"] for r in reports) == 6
+    assert any(r["waited_for_lock"] > 0 for r in reports)
+    assert _answers(lake_url) == after_answers
+    _no_stray_files(lake_url)
+
+
+def test_lock_is_exclusive_and_a_stale_one_is_taken_over(lake_url):
+    lake = Lake(lake_url)
+    first = LakeLock(lake, "first", lease=timedelta(seconds=60))
+    assert first.acquire(wait=0)
+    second = LakeLock(lake, "second", lease=timedelta(seconds=60))
+    assert not second.acquire(wait=1.5)
+    first.release()
+    assert second.acquire(wait=0)
+    second.release()
+    # A run killed while holding the lock stops renewing its claim, which lapses.
+    killed = LakeLock(lake, "killed", lease=timedelta(seconds=-1))
+    assert killed.acquire(wait=0)
+    killed._stop.set()
+    taker = LakeLock(lake, "taker", lease=timedelta(seconds=60))
+    assert taker.acquire(wait=0)
+    assert taker.generation == 4
+    taker.release()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_that_cannot_get_the_lock_skips_and_says_so(tmp_path):
+    lake = str(tmp_path / "lake")
+    holder = LakeLock(Lake(lake), "someone else", lease=timedelta(seconds=60))
+    assert holder.acquire(wait=0)
+    try:
+        report = pipeline(lake=lake, now=NOW, lock_wait=1)
+    finally:
+        holder.release()
+    assert report["skipped"] is True
+    assert report["files"] == 0
+    assert not (tmp_path / "lake" / "events").exists()
