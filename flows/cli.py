@@ -81,13 +81,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         from flows.pipeline import pipeline
 
-        report = pipeline(
-            lake=lake,
-            now=args.now,
-            retention_days=args.retention_days,
-            dask_address=args.dask,
-            lock_wait=args.wait,
-        )
+        try:
+            report = pipeline(
+                lake=lake,
+                now=args.now,
+                retention_days=args.retention_days,
+                dask_address=args.dask,
+                lock_wait=args.wait,
+            )
+        except Exception as exc:  # the flow's own log has the traceback
+            print(
+                f"track run failed: {type(exc).__name__}: {exc}\n"
+                "Nothing of this run was committed: the reader still answers as before it, "
+                "and the next run finishes the job.",
+                file=sys.stderr,
+            )
+            return 1
         if args.json:
             print(json.dumps(report))
         else:

@@ -11,6 +11,7 @@ the next run by at most the lease, never forever.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -18,6 +19,8 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from flows.lake import STATE, Lake
+
+log = logging.getLogger("track.lock")
 
 LOCKS = f"{STATE}/lock"
 LEASE = timedelta(seconds=90)
@@ -114,8 +117,12 @@ class LakeLock:
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join()
-        self.lake.fs.pipe_file(self._path(self.generation), self._claim(released=True))
-        for old in self._generations():
-            if old < self.generation:
-                self.lake.fs.rm_file(self._path(old))
+        try:
+            self.lake.fs.pipe_file(self._path(self.generation), self._claim(released=True))
+            for old in self._generations():
+                if old < self.generation:
+                    self.lake.fs.rm_file(self._path(old))
+        except OSError as exc:
+            # The store is failing (often the reason the run ends): the lease lapses instead.
+            log.warning("Could not release the lake lock (%s); it lapses in %s", exc, self.lease)
         self.generation = None

@@ -211,3 +211,51 @@ def test_a_run_that_cannot_get_the_lock_skips_and_says_so(tmp_path):
     assert report["skipped"] is True
     assert report["files"] == 0
     assert not (tmp_path / "lake" / "events").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
+    s3_endpoint, after_answers, monkeypatch, capsys
+):
+    import uuid
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    import flows.pipeline
+    from flows.cli import main
+
+    # A second S3 server of our own, stopped in the middle of a run (moto keeps its buckets in
+    # this process, so a server started again on the same port serves the same objects).
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"track-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(bucket)
+    lake = f"s3://{bucket}/lake"
+    _first_drop(lake)
+    pipeline(lake=lake, now=NOW)
+    before = _answers(lake)
+    _second_drop(lake)
+
+    def outage(name: str) -> None:
+        if name == "committed":
+            server.stop()
+
+    monkeypatch.setattr(flows.pipeline, "crash_point", outage)
+    monkeypatch.setenv("TRACK_LOCK_LEASE", "3")  # the failed run cannot release its lock
+    try:
+        assert main(["run", "--lake", lake, "--now", NOW.isoformat(), "--wait", "5"]) == 1
+    finally:
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+        server.start()
+    assert "track run failed" in capsys.readouterr().err
+    monkeypatch.setattr(flows.pipeline, "crash_point", lambda name: None)
+    assert _answers(lake) == before
+    pipeline(lake=lake, now=NOW, lock_wait=120)
+    assert _answers(lake) == after_answers
+    _no_stray_files(lake)
+    server.stop()
+    s3fs.S3FileSystem.clear_instance_cache()
