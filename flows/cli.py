@@ -10,7 +10,7 @@ from typing import Any
 
 from flows.settings import resolve_lake
 
-DEFAULT_CRON = "*/15 * * * *"
+DEFAULT_CRON = "*/15 * * * *"  # flows.pipeline.DEFAULT_CRON, without importing Prefect here
 
 
 def _instant(text: str) -> datetime:
@@ -102,9 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             _print_report(report)
         return 0
+    from prefect import serve
     from prefect.settings import get_current_settings
 
-    from flows.pipeline import pipeline
+    from flows.pipeline import deployment
 
     if not get_current_settings().api.url:
         print(
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    pipeline.serve(name="track", cron=args.cron, parameters={"lake": lake})
+    serve(deployment(lake, args.cron))
     return 0
 
 

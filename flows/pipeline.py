@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.deployments.runner import RunnerDeployment
 from prefect.runtime import flow_run as prefect_flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -317,6 +318,16 @@ def pipeline(
     logger.info("Track run report: %s", asdict(report))
     create_markdown_artifact(report.markdown(), key="track-run-report", description="Track run")
     return asdict(report)
+
+
+DEPLOYMENT = "track"
+DEFAULT_CRON = "*/15 * * * *"
+
+
+def deployment(lake: str, cron: str | None = DEFAULT_CRON) -> RunnerDeployment:
+    """The `pipeline/track` deployment: the pipeline on a cron schedule, lake as a parameter."""
+    made = pipeline.to_deployment(name=DEPLOYMENT, cron=cron, parameters={"lake": lake})
+    return cast(RunnerDeployment, made)  # to_deployment is sync here, called outside a loop
 
 
 def _locked_run(
