@@ -44,8 +44,8 @@ BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
 # Their results are never cached: every run must look at the lake as it is.
-RETRIES = 3
-RETRY_DELAYS: list[float] = [1, 5, 15]
+RETRY_DELAYS: list[float] = list(Settings.from_env().retry_delays)
+RETRIES = len(RETRY_DELAYS)
 
 
 @dataclass

@@ -15,6 +15,8 @@ os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.pop("TRACK_LAKE", None)
+# Storage outages in the tests are deliberate: retry them quickly.
+os.environ["TRACK_RETRY_DELAYS"] = "0.2,0.2,0.2"
 
 import pytest  # noqa: E402
 
