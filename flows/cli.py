@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import sys
+import tempfile
+import tomllib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +70,41 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"{key:<{width}}  {value}")
 
 
+_PREFECT_HOME_LOCK: list[Any] = []
+
+
+def _own_prefect_home_if_shared() -> None:
+    """Give this run its own Prefect home when another `track run` is using the shared one.
+
+    Without a Prefect server, each run starts a temporary one on the SQLite database in
+    PREFECT_HOME, and two processes on one database fail with `database is locked`. The first run
+    keeps the shared (warm) home; a run that finds it taken works in a fresh one of its own.
+    Call before Prefect is imported.
+    """
+    home = os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
+    if os.environ.get("PREFECT_API_URL") or _profile_has_server(home):
+        return
+    os.makedirs(home, exist_ok=True)
+    handle = open(os.path.join(home, ".track-run.lock"), "w")  # held until the process exits
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="track-prefect-")
+    else:
+        _PREFECT_HOME_LOCK.append(handle)
+
+
+def _profile_has_server(home: str) -> bool:
+    try:
+        with open(os.path.join(home, "profiles.toml"), "rb") as f:
+            profiles = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
+    return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `track` command; the process exit code."""
     args = _parser().parse_args(argv)
@@ -79,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(answer))
         return 0 if answer["status"] == "success" else 1
     if args.command == "run":
+        if "prefect" not in sys.modules:
+            _own_prefect_home_if_shared()
         from flows.pipeline import pipeline
 
         try:

@@ -28,7 +28,10 @@ MODIFIED = datetime(2025, 3, 9, tzinfo=UTC)
 Started = tuple[subprocess.Popen, Any, Any]
 
 
-def _track_run(lake: str, *, kill_at: str | None = None) -> Started:
+SHARED_PREFECT_HOME = tempfile.mkdtemp(prefix="track-shared-")
+
+
+def _track_run(lake: str, *, kill_at: str | None = None, home: str | None = None) -> Started:
     """Start `track run` in its own process group, with its own Prefect home.
 
     Output goes to temporary files: a killed run's temporary Prefect server (its child) would
@@ -36,7 +39,7 @@ def _track_run(lake: str, *, kill_at: str | None = None) -> Started:
     """
     env = dict(
         os.environ,
-        PREFECT_HOME=tempfile.mkdtemp(prefix="track-proc-"),
+        PREFECT_HOME=home or tempfile.mkdtemp(prefix="track-proc-"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         TRACK_LOCK_LEASE="3",
     )
@@ -170,12 +173,13 @@ def test_a_killed_run_leaves_old_or_new_answers_and_the_next_run_finishes(
 def test_two_runs_at_once_neither_corrupt_nor_double_count(lake_url, after_answers):
     _first_drop(lake_url)
     _second_drop(lake_url)
-    finished = [_finish(p) for p in [_track_run(lake_url) for _ in range(2)]]
+    # Both processes share one Prefect home, as two runs by one user would.
+    started = [_track_run(lake_url, home=SHARED_PREFECT_HOME) for _ in range(2)]
+    finished = [_finish(p) for p in started]
     assert [code for code, _, _ in finished] == [0, 0], [err[-2000:] for _, _, err in finished]
     reports = [json.loads(out) for _, out, _ in finished]
     assert sorted(r["files"] for r in reports) == [0, 3]
     assert sum(r["accepted"] for r in reports) == 6
-    assert any(r["waited_for_lock"] > 0 for r in reports)
     assert _answers(lake_url) == after_answers
     _no_stray_files(lake_url)
 
@@ -259,3 +263,17 @@ def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
     _no_stray_files(lake)
     server.stop()
     s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_run_waits_for_the_lock_and_says_so(tmp_path):
+    import threading
+
+    lake = str(tmp_path / "lake")
+    _first_drop(lake)
+    holder = LakeLock(Lake(lake), "someone else", lease=timedelta(seconds=60))
+    assert holder.acquire(wait=0)
+    threading.Timer(3, holder.release).start()
+    report = pipeline(lake=lake, now=NOW, lock_wait=60)
+    assert report["waited_for_lock"] >= 2
+    assert (report["skipped"], report["accepted"]) == (False, 3)
