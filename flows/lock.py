@@ -55,17 +55,20 @@ class LakeLock:
             return []
         return sorted(int(n.rsplit("/", 1)[-1][:-5]) for n in names if n.endswith(".json"))
 
-    def _claim(self, released: bool = False) -> bytes:
+    def _claim(self, released: bool = False) -> dict[str, object]:
         expires = datetime.now(UTC) + self.lease
-        return json.dumps(
-            {
-                "owner": self.owner,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "expires": expires.isoformat(),
-                "released": released,
-            }
-        ).encode()
+        return {
+            "owner": self.owner,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "expires": expires.isoformat(),
+            "released": released,
+        }
+
+    def _rewrite(self, released: bool = False) -> None:
+        # Only the holder rewrites its generation, and atomically: readers never see half.
+        assert self.generation is not None
+        self.lake.write_json(self._claim(released), LOCKS, f"{self.generation:012d}.json")
 
     def _is_free(self, generation: int) -> bool:
         try:
@@ -78,7 +81,7 @@ class LakeLock:
 
     def _create(self, generation: int) -> bool:
         target = self._path(generation)
-        data = self._claim()
+        data = json.dumps(self._claim()).encode()
         try:
             if self.lake.local:
                 self.lake.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
@@ -106,9 +109,8 @@ class LakeLock:
             time.sleep(POLL_EVERY)
 
     def _renew(self) -> None:
-        while not self._stop.wait(self.lease.total_seconds() / 4):
-            assert self.generation is not None
-            self.lake.fs.pipe_file(self._path(self.generation), self._claim())
+        while not self._stop.wait(max(self.lease.total_seconds() / 4, 0.05)):
+            self._rewrite()
 
     def release(self) -> None:
         """Mark the generation released and forget older ones."""
@@ -118,7 +120,7 @@ class LakeLock:
         if self._renewer is not None:
             self._renewer.join()
         try:
-            self.lake.fs.pipe_file(self._path(self.generation), self._claim(released=True))
+            self._rewrite(released=True)
             for old in self._generations():
                 if old < self.generation:
                     self.lake.fs.rm_file(self._path(old))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -194,9 +195,10 @@ def test_lock_is_exclusive_and_a_stale_one_is_taken_over(lake_url):
     assert second.acquire(wait=0)
     second.release()
     # A run killed while holding the lock stops renewing its claim, which lapses.
-    killed = LakeLock(lake, "killed", lease=timedelta(seconds=-1))
+    killed = LakeLock(lake, "killed", lease=timedelta(seconds=1))
     assert killed.acquire(wait=0)
-    killed._stop.set()
+    killed._stop.set()  # as a SIGKILL would: no more renewals, no release
+    time.sleep(1.5)
     taker = LakeLock(lake, "taker", lease=timedelta(seconds=60))
     assert taker.acquire(wait=0)
     assert taker.generation == 4
