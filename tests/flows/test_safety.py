@@ -279,3 +279,50 @@ def test_a_run_waits_for_the_lock_and_says_so(tmp_path):
     report = pipeline(lake=lake, now=NOW, lock_wait=60)
     assert report["waited_for_lock"] >= 2
     assert (report["skipped"], report["accepted"]) == (False, 3)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_short_storage_outage_is_retried_and_the_run_completes(
+    s3_endpoint, after_answers, monkeypatch
+):
+    import threading
+    import uuid
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    import flows.pipeline
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    s3fs.S3FileSystem.clear_instance_cache()
+    bucket = f"track-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem().mkdir(bucket)
+    lake = f"s3://{bucket}/lake"
+    _first_drop(lake)
+    pipeline(lake=lake, now=NOW)
+    _second_drop(lake)
+    restarted: list[ThreadedMotoServer] = []
+
+    def blip(name: str) -> None:
+        if name == "committed":  # the store goes away for a moment, between two tasks
+            server.stop()
+
+            def back() -> None:
+                restarted.append(ThreadedMotoServer(ip_address="127.0.0.1", port=port))
+                restarted[0].start()
+
+            threading.Timer(0.3, back).start()
+
+    monkeypatch.setattr(flows.pipeline, "crash_point", blip)
+    try:
+        report = pipeline(lake=lake, now=NOW)
+        assert report["files"] == 2
+        assert _answers(lake) == after_answers
+    finally:
+        time.sleep(0.5)
+        for again in restarted:
+            again.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
