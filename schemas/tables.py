@@ -1,6 +1,6 @@
 """The contract of every table Track writes to the lake (one DataFrameModel a table).
 
-Each partitioned table lives under `<table>/date=YYYY-MM-DD/part-0.parquet`; the `date` key is
+Each partitioned table lives under `<table>/date=YYYY-MM-DD/part-<id>.parquet`; the `date` key is
 in the path, not in the file, so `polars.scan_parquet("<lake>/<table>/")` reads it as a column.
 """
 
@@ -82,7 +82,7 @@ class Sessions(pa.DataFrameModel):
 
 
 class Manifest(pa.DataFrameModel):
-    """`_state/files.parquet`: every raw file ingested, the bytes read and what they gave."""
+    """`_state/files-<id>.parquet`: every raw file ingested, the bytes read and what they gave."""
 
     path: str = pa.Field(unique=True, description="relative to raw/")
     size: int
@@ -101,7 +101,7 @@ def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
 
 
 class Tombstones(pa.DataFrameModel):
-    """`_state/tombstones.parquet`: keys of records counted once whose kept copy expired."""
+    """`_state/tombstones-<id>.parquet`: keys of records counted once whose kept copy expired."""
 
     fingerprint: pl.Binary
     sent_at: Instant
