@@ -219,20 +219,17 @@ def test_a_run_that_cannot_get_the_lock_skips_and_says_so(tmp_path):
     assert not (tmp_path / "lake" / "events").exists()
 
 
-@pytest.mark.usefixtures("prefect_harness")
-def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
-    s3_endpoint, after_answers, monkeypatch, capsys
-):
+def _lake_on_own_s3_server(monkeypatch) -> tuple[Any, int, str]:
+    """A lake, after a first run, on an S3 server of the test's own that it may stop.
+
+    moto keeps its buckets in this process, so a server started again on the same port serves
+    the same objects.
+    """
     import uuid
 
     import s3fs
     from moto.server import ThreadedMotoServer
 
-    import flows.pipeline
-    from flows.cli import main
-
-    # A second S3 server of our own, stopped in the middle of a run (moto keeps its buckets in
-    # this process, so a server started again on the same port serves the same objects).
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     host, port = server.get_host_and_port()
@@ -243,6 +240,21 @@ def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
     lake = f"s3://{bucket}/lake"
     _first_drop(lake)
     pipeline(lake=lake, now=NOW)
+    return server, port, lake
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
+    s3_endpoint, after_answers, monkeypatch, capsys
+):
+
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    import flows.pipeline
+    from flows.cli import main
+
+    server, port, lake = _lake_on_own_s3_server(monkeypatch)
     before = _answers(lake)
     _second_drop(lake)
 
@@ -286,23 +298,13 @@ def test_a_short_storage_outage_is_retried_and_the_run_completes(
     s3_endpoint, after_answers, monkeypatch
 ):
     import threading
-    import uuid
 
     import s3fs
     from moto.server import ThreadedMotoServer
 
     import flows.pipeline
 
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-    s3fs.S3FileSystem.clear_instance_cache()
-    bucket = f"track-{uuid.uuid4().hex[:12]}"
-    s3fs.S3FileSystem().mkdir(bucket)
-    lake = f"s3://{bucket}/lake"
-    _first_drop(lake)
-    pipeline(lake=lake, now=NOW)
+    server, port, lake = _lake_on_own_s3_server(monkeypatch)
     _second_drop(lake)
     restarted: list[ThreadedMotoServer] = []
 
