@@ -28,10 +28,6 @@ LEASE = timedelta(seconds=90)
 POLL_EVERY = 1.0
 
 
-class LakeBusyError(RuntimeError):
-    """Another run holds the lake's lock and kept it for longer than this run would wait."""
-
-
 class LakeLock:
     """The lake's run lock; use as `with LakeLock(lake, owner).held(wait=...)`."""
 
