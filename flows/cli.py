@@ -12,9 +12,7 @@ import tomllib
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.settings import resolve_lake
-
-DEFAULT_CRON = "*/15 * * * *"  # flows.pipeline.DEFAULT_CRON, without importing Prefect here
+from flows.settings import DEFAULT_CRON, LOCK_WAIT, resolve_lake
 
 
 def _instant(text: str) -> datetime:
@@ -38,9 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--wait",
         type=float,
-        default=600.0,
+        default=LOCK_WAIT,
         metavar="SECONDS",
-        help="how long to wait for another run on the same lake before skipping (default 600)",
+        help=f"how long to wait for another run on the same lake before skipping ({LOCK_WAIT:.0f})",
     )
     run.add_argument(
         "--dask",

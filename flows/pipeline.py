@@ -32,14 +32,12 @@ from flows.faults import crash_point
 from flows.ingest import FilePlan, FileResult, ingest_file
 from flows.lake import RUNS, STATE, Lake, RawFile
 from flows.lock import POLL_EVERY, LakeLock
-from flows.settings import Settings, resolve_lake
+from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 from schemas.constants import REASONS
 from schemas.tables import Manifest, Quarantine, polars_schema
 from transforms.normalise import EVENT_SCHEMA
 
 STAGING = "staging"
-LOCK_WAIT = 600.0
-"""Seconds a run waits for another run on the same lake before it skips."""
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
@@ -321,7 +319,6 @@ def pipeline(
 
 
 DEPLOYMENT = "track"
-DEFAULT_CRON = "*/15 * * * *"
 
 
 def deployment(lake: str, cron: str | None = DEFAULT_CRON) -> RunnerDeployment:

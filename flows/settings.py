@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from schemas.constants import RETENTION_DAYS
 
 DEFAULT_LAKE = "data/lake"
+DEFAULT_CRON = "*/15 * * * *"
+"""The schedule `track serve` gives the pipeline deployment unless told otherwise."""
+LOCK_WAIT = 600.0
+"""Seconds a run waits for another run on the same lake before it skips."""
 
 
 @dataclass(frozen=True)
