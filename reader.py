@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import polars as pl
 
-from flows.lake import Lake
+from flows.lake import COUNTS, SESSIONS, Lake
 from flows.settings import resolve_lake
 from schemas.tables import Counts, Sessions
 from transforms.counts import GROUP_BYS, GroupBy, counts_by_period
@@ -28,7 +28,7 @@ BAD_GROUP_BY = "group_by must be one of: day, week, month"
 BAD_ORDER = "start_date must be on or before end_date"
 METRICS_FAILED = "Failed to fetch metrics"
 SESSIONS_FAILED = "Failed to fetch session metrics"
-_MODELS = {"counts": Counts, "sessions": Sessions}
+_MODELS = {COUNTS: Counts, SESSIONS: Sessions}
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
 Answer = dict[str, Any]
@@ -98,7 +98,7 @@ def metrics(
 ) -> Answer:
     """Event counts per period: `{"status": "success", "data": [{"date": ..., event: n}]}`."""
     args = (start_date, end_date, group_by, user_id)
-    rows = _period_rows("counts", counts_by_period, METRICS_FAILED, args, lake)
+    rows = _period_rows(COUNTS, counts_by_period, METRICS_FAILED, args, lake)
     if isinstance(rows, dict):
         return rows
     data: list[dict[str, Any]] = []
@@ -119,7 +119,7 @@ def sessions(
 ) -> Answer:
     """Session totals per period: date, totalDuration, sessionCount, averageDuration."""
     args = (start_date, end_date, group_by, user_id)
-    rows = _period_rows("sessions", sessions_by_period, SESSIONS_FAILED, args, lake)
+    rows = _period_rows(SESSIONS, sessions_by_period, SESSIONS_FAILED, args, lake)
     if isinstance(rows, dict):
         return rows
     data = [

@@ -10,7 +10,7 @@ import polars as pl
 
 from flows.faults import crash_point
 from flows.ingest import FileResult
-from flows.lake import Lake
+from flows.lake import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake
 from schemas.tables import (
     Counts,
     Duplicates,
@@ -26,13 +26,6 @@ from transforms.dedup import RECORD_KEY, deduplicate
 from transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
 from transforms.sessions import PLAY, STOP, match_sessions
 
-EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = (
-    "events",
-    "duplicates",
-    "quarantine",
-    "counts",
-    "sessions",
-)
 MANIFEST = "files"
 TOMBSTONES = "tombstones"
 EVENT_SCHEMA_STORED = {name: EVENT_SCHEMA[name] for name in EVENT_COLUMNS}

@@ -43,7 +43,13 @@ from schemas.tables import polars_schema
 RAW = "raw"
 STATE = "_state"
 RUNS = "runs"
-TABLES = ("events", "duplicates", "quarantine", "counts", "sessions")
+EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = TABLES = (
+    "events",
+    "duplicates",
+    "quarantine",
+    "counts",
+    "sessions",
+)
 POINTER = "snapshot.json"
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
@@ -225,15 +231,9 @@ class Lake:
 
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
         """Replace a partition with `rows` (in the run's snapshot); no rows removes it."""
-        run = self._run()
-        parts = run.tables.setdefault(table, {})
-        old = parts.pop(day.isoformat(), None)
-        if old is not None:
-            run.superseded.append(old)
-        if not rows.is_empty():
-            name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
-            self._write_bytes(self.path(name), _parquet_bytes(rows))
-            parts[day.isoformat()] = name
+        name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+        live = self._run().tables.setdefault(table, {})
+        self._replace(live, day.isoformat(), None if rows.is_empty() else name, rows)
 
     def delete_partition(self, table: str, day: date) -> None:
         """Remove a partition (in the run's snapshot)."""
@@ -263,13 +263,20 @@ class Lake:
 
     def write_state(self, name: str, rows: pl.DataFrame) -> None:
         """Replace a state table (in the run's snapshot)."""
-        run = self._run()
         file = f"{STATE}/{name}-{uuid.uuid4().hex}.parquet"
-        self._write_bytes(self.path(file), _parquet_bytes(rows))
-        old = run.state.get(name)
+        self._replace(self._run().state, name, file, rows)
+
+    def _replace(
+        self, live: dict[str, str], key: str, file: str | None, rows: pl.DataFrame
+    ) -> None:
+        # The commit protocol's one rule: write a new file, never overwrite; the old one is
+        # deleted only once the snapshot that no longer names it is live.
+        old = live.pop(key, None)
         if old is not None:
-            run.superseded.append(old)
-        run.state[name] = file
+            self._run().superseded.append(old)
+        if file is not None:
+            self._write_bytes(self.path(file), _parquet_bytes(rows))
+            live[key] = file
 
     @property
     def window_start(self) -> date | None:
