@@ -27,7 +27,7 @@ class Events(pa.DataFrameModel):
     received_at: Instant = pa.Field(description="last-modified time of the source file")
     source: str = pa.Field(description="path of the raw file, relative to raw/")
     line: int = pa.Field(ge=1, description="1-based line number in the source file")
-    fingerprint: pl.Binary = pa.Field(description="digest of event, user_id and metadata as sent")
+    fingerprint: pl.UInt64 = pa.Field(description="XXH3-64 of event, user_id and metadata as sent")
     sent_at: Instant = pa.Field(description="the instant as sent (received_at if none)")
 
     @pa.check("metadata", name="metadata_fits")
@@ -103,7 +103,7 @@ def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
 class Tombstones(pa.DataFrameModel):
     """`_state/tombstones-<id>.parquet`: keys of records counted once whose kept copy expired."""
 
-    fingerprint: pl.Binary
+    fingerprint: pl.UInt64
     sent_at: Instant
 
     class Config:

@@ -7,8 +7,10 @@ import json
 import orjson
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from transforms.parse import decode_ndjson, fingerprint
+from transforms.parse import FAST_LINE, decode_ndjson, dedup_key
 
 
 def _rows(data: bytes) -> list[dict]:
@@ -108,9 +110,79 @@ def test_fields_and_their_json_types():
     ],
 )
 def test_fingerprint_compares_metadata_as_json_values(a, b, same):
-    assert (fingerprint("e", "u", a) == fingerprint("e", "u", b)) is same
+    assert (dedup_key("e", "u", a) == dedup_key("e", "u", b)) is same
 
 
 def test_empty_file_gives_no_rows():
     assert decode_ndjson(b"").collect().height == 0
-    assert decode_ndjson(b"\n\n").collect().schema["fingerprint"] == pl.Binary
+    assert decode_ndjson(b"\n\n").collect().schema["fingerprint"] == pl.UInt64
+
+
+# The fast path must give exactly what orjson gives, on lines it takes and lines near them.
+# Mostly plain text (the fast path's), sometimes what only orjson can take.
+_text = st.text(st.sampled_from(["a", "é", "☕", "0", "-", ":", ",", "{"]), max_size=6) | st.text(
+    st.sampled_from(["a", " ", "!", '"', "\\", "\t", "\x7f"]), max_size=4
+)
+_number_text = st.sampled_from(
+    [
+        "0",
+        "-0",
+        "7",
+        "-12",
+        "123456789012345",
+        "1234567890123456",
+        "1.5",
+        "-0.5",
+        "154.0",
+        "-154.0",
+        "0.0",
+        "-0.0",
+        "1.50",
+        "1e5",
+        "0.0001",
+        "0.00001",
+        "0.000001",
+        "3.14159265358979",
+        "0.1000000000000000055511",
+        "12345678901234.5",
+        "123456789012345.6",
+    ]
+)
+_scalar = st.one_of(_text.map(json.dumps), _number_text, st.sampled_from(["true", "false", "null"]))
+
+
+@st.composite
+def _line(draw) -> bytes:
+    colon, comma = draw(st.sampled_from([(":", ","), (": ", ", "), (":", ", "), (" : ", " , ")]))
+    pairs = draw(st.lists(st.tuples(_text, _scalar | st.just('{"n": [1]}')), max_size=4))
+    meta = "{" + comma.join(f"{json.dumps(k)}{colon}{v}" for k, v in pairs) + "}"
+    fields = [
+        ("event", json.dumps(draw(_text))),
+        ("user_id", json.dumps(draw(_text))),
+        ("timestamp", draw(st.sampled_from(['"2025-01-18T14:30:00.250Z"', '"x"', "null"]))),
+        ("metadata", meta),
+    ]
+    if draw(st.integers(0, 3)) == 0:
+        fields = draw(st.permutations(fields))
+    line = "{" + comma.join(f'"{k}"{colon}{v}' for k, v in fields) + "}"
+    return (line + draw(st.sampled_from(["", "\r"]))).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_line(), min_size=1, max_size=5))
+def test_fast_path_gives_what_orjson_gives(lines):
+    data = b"\n".join(lines)
+    fast = decode_ndjson(data).collect()
+    assert fast.equals(decode_ndjson(data, fast=False).collect())
+
+
+def test_generated_bench_lines_take_the_fast_path():
+    line = json.dumps(
+        {
+            "event": "play",
+            "user_id": "user-1",
+            "timestamp": "2026-11-01T12:04:24.097Z",
+            "metadata": {"device": "ios", "track": "t-1", "position": 152.231},
+        }
+    )
+    assert pl.Series([line, line.replace(" ", "")]).str.contains(FAST_LINE).all()
