@@ -35,6 +35,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -q
 
+# Every figure of the performance section (README); about 15 minutes, inputs cached in bench/out.
+BENCHES := throughput duckdb_peer small_files incremental queries memory fixed_cost
+bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]'
+	for b in $(BENCHES); do $(BIN)/python bench/$$b.py || exit 1; done
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

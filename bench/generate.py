@@ -1,13 +1,16 @@
 """Seeded generator of realistic raw input: `python bench/generate.py LAKE EVENTS FILES`.
 
 Seven event names, 50,000 users, 28 days, metadata of 2 to 3 keys, ISO timestamps with
-milliseconds; files spread over the days' raw/date=... partitions.
+milliseconds; files spread over the days' raw/date=... partitions. Each file gets the
+last-modified time of its day's end, as if dropped that day, so no event is in the future of
+its file (`--now 2026-11-29T00:00:00Z` keeps them all).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,16 +19,19 @@ EVENTS = ["play", "stop", "pause", "seek", "purchase", "search", "like"]
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def write(lake: Path, events: int, files: int, *, seed: int = 7, days: int = 28) -> None:
-    """Write `events` events in `files` NDJSON files under lake/raw/."""
+def write(
+    lake: Path, events: int, files: int, *, seed: int = 7, days: int = 28, first: int = 0
+) -> None:
+    """Write `events` events in `files` NDJSON files under lake/raw/, numbered from `first`."""
     rng = random.Random(seed)
-    per_file = events // files
-    for number in range(files):
+    per_file, extra = divmod(events, files)
+    for number in range(first, first + files):
         day = START + timedelta(days=number % days)
         folder = lake / "raw" / f"date={day.date().isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"part-{number:05d}.ndjson", "w") as out:
-            for _ in range(per_file):
+        path = folder / f"part-{number:05d}.ndjson"
+        with open(path, "w") as out:
+            for _ in range(per_file + (1 if number - first < extra else 0)):
                 moment = day + timedelta(milliseconds=rng.randrange(86_400_000))
                 metadata = {
                     "device": rng.choice(["ios", "android", "web"]),
@@ -40,6 +46,8 @@ def write(lake: Path, events: int, files: int, *, seed: int = 7, days: int = 28)
                     "metadata": metadata,
                 }
                 out.write(json.dumps(record) + "\n")
+        end_of_day = (day + timedelta(days=1, seconds=-1)).timestamp()
+        os.utime(path, (end_of_day, end_of_day))
 
 
 def main() -> None:
@@ -48,8 +56,9 @@ def main() -> None:
     parser.add_argument("events", type=int)
     parser.add_argument("files", type=int)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--first", type=int, default=0, help="number of the first file")
     args = parser.parse_args()
-    write(args.lake, args.events, args.files, seed=args.seed)
+    write(args.lake, args.events, args.files, seed=args.seed, first=args.first)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""What every benchmark shares: cached seeded input, a timed `track run`, the copy floor.
+
+These machines are noisy, so every figure is a ratio against a floor or a peer measured in the
+same run on the same files. Inputs, lakes and results live under bench/out/ (not in git).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+BENCH = Path(__file__).resolve().parent
+OUT = BENCH / "out"
+NOW = "2026-11-29T00:00:00Z"
+"""A run at this time keeps all 28 generated days (2026-11-01 to 2026-11-28)."""
+RAW_SCHEMA = dict.fromkeys(["event", "user_id", "timestamp", "metadata"], pl.String)
+
+sys.path.insert(0, str(BENCH))
+import generate  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
+
+def inputs(events: int, files: int, *, seed: int = 7) -> Path:
+    """A lake holding only raw/: `events` generated events in `files` files (made once)."""
+    lake = OUT / "inputs" / f"{events}-{files}-{seed}"
+    done = lake / ".complete"
+    if not done.exists():
+        shutil.rmtree(lake, ignore_errors=True)
+        print(f"  generating {events:,} events in {files:,} files ...", flush=True)
+        generate.write(lake, events, files, seed=seed)
+        done.touch()
+    return lake
+
+
+def fresh_lake(source: Path | None, name: str) -> Path:
+    """A new lake under bench/out/lakes/ whose raw/ is `source`'s (hard links: same mtimes)."""
+    lake = OUT / "lakes" / name
+    shutil.rmtree(lake, ignore_errors=True)
+    lake.mkdir(parents=True)
+    if source is not None:
+        shutil.copytree(source / "raw", lake / "raw", copy_function=os.link)
+    return lake
+
+
+def add_files(lake: Path, events: int, files: int, *, first: int, seed: int) -> None:
+    """Drop new generated files into an existing lake's raw/."""
+    generate.write(lake, events, files, seed=seed, first=first)
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float
+    report: dict[str, Any]
+
+
+PREFECT_HOME = OUT / "prefect-home"
+
+
+def track_run(lake: Path) -> Run:
+    """`track run --json` on `lake` in a new process: wall time, peak RSS of its process tree.
+
+    Runs share one PREFECT_HOME under bench/out, made and warmed (its database created) by a
+    first run that is not measured, as a user's ~/.prefect would be.
+    """
+    if not PREFECT_HOME.exists():
+        PREFECT_HOME.mkdir(parents=True)
+        track_run(fresh_lake(None, "warm-up"))
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(PREFECT_HOME),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    command = [sys.executable, "-m", "flows.cli", "run", "--lake", str(lake), "--now", NOW]
+    with tempfile.TemporaryFile() as out:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [*command, "--json"], stdout=out, stderr=subprocess.DEVNULL, env=env, cwd=BENCH.parent
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        seconds = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode()
+    if child.returncode != 0:
+        raise SystemExit(f"track run failed on {lake} (exit {child.returncode}):\n{text[-2000:]}")
+    report = json.loads(text.strip().splitlines()[-1])
+    # ru_maxrss: KiB, the largest of the process and the children it waited for.
+    return Run(seconds, usage.ru_maxrss / 1024, report)
+
+
+def empty_run() -> Run:
+    """A run over an empty lake: Prefect's start-up and the pipeline's fixed cost."""
+    return track_run(fresh_lake(None, "empty"))
+
+
+def marginal(full: Run, empty: Run) -> tuple[float, str]:
+    """A run's time minus the empty-lake run's, and a line saying so."""
+    seconds = full.seconds - empty.seconds
+    times = f"run {full.seconds:.1f} s - empty lake {empty.seconds:.1f} s"
+    return seconds, f"track marginal {seconds:.1f} s ({times})"
+
+
+def copy_floor(source: Path) -> float:
+    """Seconds of a plain Polars copy of the raw files: read_ndjson (metadata as text), concat,
+    write_parquet."""
+    files = sorted((source / "raw").glob("date=*/*.ndjson"))
+    target = OUT / "copy.parquet"
+    start = time.perf_counter()
+    frames = [pl.read_ndjson(f, schema=RAW_SCHEMA) for f in files]
+    pl.concat(frames).write_parquet(target)
+    seconds = time.perf_counter() - start
+    target.unlink()
+    return seconds
+
+
+def verdict(ratio: float, target: float, *, at_most: bool = True) -> str:
+    met = ratio <= target if at_most else ratio >= target
+    return f"{'met' if met else 'NOT met'} (target {'<=' if at_most else '>='} {target:g}x)"
+
+
+def record(name: str, lines: list[str], figures: dict[str, Any]) -> None:
+    """Print a benchmark's result and keep its figures in bench/out/results/<name>.json."""
+    print(f"\n== {name}")
+    for line in lines:
+        print(f"   {line}")
+    folder = OUT / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -1,0 +1,98 @@
+"""Figure 5: median latency of `reader.metrics` over a month, by day, week and month, with and
+without a user filter, against Polars aggregating the same answer straight from one Parquet
+file of the events (target: at most 25% of it).
+
+    python bench/queries.py [--events N] [--files N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from common import OUT, fresh_lake, inputs, record, track_run, verdict
+
+import reader
+
+START, END = "2026-11-01", "2026-11-30"
+USER = "user-4242"
+TRUNCATE = {"day": "1d", "week": "1w", "month": "1mo"}
+
+
+def polars_metrics(events: Path, group_by: str, user_id: str | None) -> dict[str, Any]:
+    """The metrics answer aggregated straight from a Parquet file of all events."""
+    day = pl.col("timestamp").dt.date()
+    query = pl.scan_parquet(events).filter(
+        day.is_between(date.fromisoformat(START), date.fromisoformat(END))
+    )
+    if user_id is not None:
+        query = query.filter(pl.col("user_id") == user_id)
+    rows = (
+        query.group_by(period=day.dt.truncate(TRUNCATE[group_by]), event=pl.col("event"))
+        .len()
+        .sort("period", "event")
+        .collect()
+    )
+    data: list[dict[str, Any]] = []
+    for period, event, count in rows.iter_rows():
+        if not data or data[-1]["date"] != period.isoformat():
+            data.append({"date": period.isoformat()})
+        data[-1][event] = count
+    return {"status": "success", "data": data}
+
+
+def median_ms(call: Callable[[], Any], repeat: int) -> float:
+    call()  # warm: first-call imports and caches are not what a dashboard waits for
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=3_000_000)
+    parser.add_argument("--files", type=int, default=28)
+    parser.add_argument("--repeat", type=int, default=21)
+    args = parser.parse_args()
+    lake = fresh_lake(inputs(args.events, args.files), "queries")
+    track_run(lake)
+    events = OUT / "events.parquet"
+    pl.scan_parquet(lake / "events").collect().write_parquet(events)
+    lines, figures = [], {}
+    worst = 0.0
+    for group_by in ("day", "week", "month"):
+        for user_id in (None, USER):
+            ours = reader.metrics(START, END, group_by, user_id, lake=str(lake))
+            theirs = polars_metrics(events, group_by, user_id)
+            assert ours == theirs, (group_by, user_id)
+            ours_ms = median_ms(
+                lambda g=group_by, u=user_id: reader.metrics(START, END, g, u, lake=str(lake)),
+                args.repeat,
+            )
+            theirs_ms = median_ms(
+                lambda g=group_by, u=user_id: polars_metrics(events, g, u), args.repeat
+            )
+            ratio = ours_ms / theirs_ms
+            worst = max(worst, ratio)
+            label = f"{group_by}, {'user ' + user_id if user_id else 'all users'}"
+            lines.append(
+                f"{label:<22} reader {ours_ms:6.1f} ms, Polars on events {theirs_ms:6.1f} ms:"
+                f" {ratio:.0%}"
+            )
+            figures[label] = {"reader_ms": ours_ms, "polars_ms": theirs_ms, "ratio": ratio}
+    lines.append(f"worst ratio {worst:.0%}: {verdict(worst, 0.25)}")
+    events.unlink()
+    record("queries", lines, figures)
+
+
+if __name__ == "__main__":
+    main()
