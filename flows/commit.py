@@ -3,7 +3,8 @@ the manifest; then retention and the rollups of what changed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
@@ -22,34 +23,74 @@ from schemas.tables import (
     polars_schema,
 )
 from transforms.counts import daily_counts
-from transforms.dedup import RECORD_KEY, deduplicate
+from transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
 from transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
 from transforms.sessions import PLAY, STOP, match_sessions
 
 MANIFEST = "files"
 TOMBSTONES = "tombstones"
-EVENT_SCHEMA_STORED = {name: EVENT_SCHEMA[name] for name in EVENT_COLUMNS}
+EVENT_SCHEMA_STAGED = {n: t for n, t in EVENT_SCHEMA.items() if n not in ("date", "expired")}
+INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
+DATES = pl.List(pl.Date())
+
+
+INDEX = list(INDEX_SCHEMA)
+"""The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
+WORKERS = 2
+"""Event dates rewritten at once (Polars and Parquet encoding release the GIL)."""
 
 
 @dataclass
 class Committed:
-    """What the run's new lines became, and which event dates changed."""
+    """What the run's new lines became, which event dates changed, and where each file's
+    retained rows went."""
 
     accepted: int
     duplicates: int
     clamped: int
     truncated: int
     changed_dates: list[date]
+    dates_of_sources: pl.DataFrame = field(
+        default_factory=lambda: pl.DataFrame(schema={"path": pl.String, "dates": DATES})
+    )
 
 
-def _stored_copies(lake: Lake, days: set[date]) -> pl.DataFrame:
-    """Every stored copy (kept or not) of these event dates, with `date` and `kept`."""
-    frames = [pl.DataFrame(schema={**EVENT_SCHEMA_STORED, "date": pl.Date, "kept": pl.Boolean})]
+@dataclass
+class Staged:
+    """The run's new retained events, staged by ingest as `events/date=D/<id>.parquet` files
+    under `folder`; each file with the sources whose rows in it were superseded (re-read)."""
+
+    lake: Lake
+    folder: str
+    files: list[tuple[str, frozenset[str]]]
+
+    def dates(self) -> set[date]:
+        return {date.fromisoformat(name.split("date=")[1][:10]) for name, _ in self.files}
+
+    def rows(self, day: date | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+        """The staged rows (of one date), with `date`; only `columns` if given."""
+        frames = [pl.DataFrame(schema={**EVENT_SCHEMA_STAGED, "date": pl.Date()})]
+        if columns is not None:
+            frames = [frames[0].select(*columns, "date")]
+        for name, superseded in self.files:
+            at = date.fromisoformat(name.split("date=")[1][:10])
+            if day is not None and at != day:
+                continue
+            rows = self.lake.read_parquet(self.folder, name, columns=columns)
+            if superseded:
+                rows = rows.filter(~pl.col("source").is_in(superseded))
+            frames.append(rows.with_columns(date=pl.lit(at)))
+        return pl.concat(frames)
+
+
+def _stored_index(lake: Lake, days: set[date]) -> pl.DataFrame:
+    """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`."""
+    frames = [pl.DataFrame(schema={**INDEX_SCHEMA, "date": pl.Date, "kept": pl.Boolean})]
     for day in sorted(days):
         for table, model, kept in ((EVENTS, Events, True), (DUPLICATES, Duplicates, False)):
-            rows = lake.read_partition(table, day, model)
+            rows = lake.read_partition(table, day, model, columns=INDEX)
             frames.append(rows.with_columns(date=pl.lit(day), kept=pl.lit(kept)))
-    return pl.concat(frames, how="vertical_relaxed")
+    return pl.concat(frames)
 
 
 def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[date]:
@@ -77,63 +118,99 @@ def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[
 
 
 def commit_events(
-    lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
+    lake: Lake, staged: Staged, *, sources: set[str], window_start: date
 ) -> Committed:
-    """Dedup the run's new events against the lake and rewrite the event dates this changes.
+    """Dedup the run's new events against the lake and rewrite the event dates this changes,
+    with their daily counts.
 
-    `new` holds the retained events of the files in `sources`; any row those files stored
+    `staged` holds the retained events of the files in `sources`; any row those files stored
     before is replaced by them (a file replaced under its name replaces its contribution).
     Only records with a copy among these rows are decided again; every other row keeps its place.
+    Only the deciding columns of all copies are held at once; the rows themselves are read,
+    decided and written one date at a time.
     """
+    new = staged.rows(columns=[*INDEX, "clamped", "truncated"])
     if new.is_empty() and not sources:
         return Committed(0, 0, 0, 0, [])
-    touched = _dates_of_sources(lake, sources, window_start) | set(new["date"].to_list())
-    stored = _stored_copies(lake, touched)
+    touched = _dates_of_sources(lake, sources, window_start) | staged.dates()
+    stored = _stored_index(lake, touched)
     replaced = stored.filter(pl.col("source").is_in(sources))
     keys = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
     elsewhere = _dates_holding(lake, keys, window_start) - touched
-    stored = pl.concat([stored, _stored_copies(lake, elsewhere)])
+    stored = pl.concat([stored, _stored_index(lake, elsewhere)])
     touched |= elsewhere
     copies = pl.concat(
         [
-            new.select(*EVENT_COLUMNS, "date").with_columns(kept=pl.lit(True)),
-            stored.filter(~pl.col("source").is_in(sources)),
+            new.with_columns(kept=pl.lit(True), new=pl.lit(True)),
+            stored.filter(~pl.col("source").is_in(sources)).with_columns(
+                clamped=pl.lit(False), truncated=pl.lit(False), new=pl.lit(False)
+            ),
         ],
-        how="vertical_relaxed",
+        how="diagonal",
     )
     tombstones = lake.read_state(TOMBSTONES, Tombstones).lazy()
     decided = deduplicate(
         copies.join(keys, on=RECORD_KEY, how="semi").lazy(), tombstones=tombstones
     ).collect()
-    result = pl.concat(
-        [copies.join(keys, on=RECORD_KEY, how="anti"), decided.select(copies.columns)]
-    )
-    for day in sorted(touched):
-        rows = result.filter(pl.col("date") == day)
-        lake.write_partition(EVENTS, day, _validated(rows.filter("kept"), Events))
-        crash_point("partition-written")
-        lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
-    return _tally(decided, new, sorted(touched))
+    verdicts = {
+        day: rows.select("source", "line", "kept")
+        for (day,), rows in decided.partition_by("date", as_dict=True).items()
+    }
+    empty = pl.DataFrame(schema={"source": pl.String, "line": pl.Int64, "kept": pl.Boolean})
 
+    def rewrite(day: date) -> None:
+        _rewrite_date(lake, staged, day, sources, verdicts.get(day, empty))
 
-def _tally(decided: pl.DataFrame, new: pl.DataFrame, touched: list[date]) -> Committed:
-    """What the run's own new rows became."""
-    fresh = decided.join(
-        new.select("source", "line", "clamped", "truncated"), on=["source", "line"], how="inner"
-    )
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(rewrite, sorted(touched)))
+    fresh = decided.filter("new")
     kept = fresh.filter("kept")
     return Committed(
         accepted=len(kept),
         duplicates=len(fresh) - len(kept),
         clamped=int(kept["clamped"].sum()),
         truncated=int(kept["truncated"].sum()),
-        changed_dates=touched,
+        changed_dates=sorted(touched),
+        dates_of_sources=new.group_by(pl.col("source").alias("path")).agg(
+            dates=pl.col("date").unique().sort()
+        ),
     )
+
+
+def _rewrite_date(
+    lake: Lake, staged: Staged, day: date, sources: set[str], verdicts: pl.DataFrame
+) -> None:
+    """Rewrite one event date: its stored rows but those of re-read sources, its new rows,
+    each kept or not as decided (`verdicts` by source and line; the rest keep their place)."""
+    stored = pl.concat(
+        [
+            lake.read_partition(EVENTS, day, Events).with_columns(kept=pl.lit(True)),
+            lake.read_partition(DUPLICATES, day, Duplicates).with_columns(kept=pl.lit(False)),
+        ]
+    )
+    rows = pl.concat(
+        [
+            staged.rows(day).select(EVENT_COLUMNS).with_columns(kept=pl.lit(True)),
+            stored.filter(~pl.col("source").is_in(sources)),
+        ]
+    )
+    rows = (
+        rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
+        .with_columns(kept=pl.coalesce("kept_decided", "kept"))
+        .drop("kept_decided")
+    )
+    events = _validated(rows.filter("kept"), Events)
+    lake.write_partition(EVENTS, day, events)
+    crash_point("partition-written")
+    lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
+    counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
+    lake.write_partition(COUNTS, day, Counts.validate(counts))
 
 
 def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
     columns = list(polars_schema(model))
-    return model.validate(rows.select(columns).sort("timestamp", "source", "line"))
+    rows = rows.select(columns).sort("timestamp", "source", "line")
+    return model.validate(rows) if len(rows) else rows
 
 
 def commit_quarantine(
@@ -153,11 +230,11 @@ def commit_quarantine(
         lake.write_partition(QUARANTINE, day, Quarantine.validate(rows.sort("source", "line")))
 
 
-def update_manifest(lake: Lake, files: list[FileResult], new: pl.DataFrame) -> None:
-    """Record the bytes each file was read as, when, and which event dates it stored rows in."""
+def update_manifest(lake: Lake, files: list[FileResult], dates: pl.DataFrame) -> None:
+    """Record the bytes each file was read as, when, and which event dates it stored rows in
+    (`dates`: path, dates)."""
     if not files:
         return
-    dates = new.group_by(pl.col("source").alias("path")).agg(dates=pl.col("date").unique().sort())
     listed = pl.DataFrame(
         {
             "path": [f.path for f in files],
@@ -233,14 +310,6 @@ def _delete_before(lake: Lake, tables: tuple[str, ...], window_start: date) -> i
                 lake.delete_partition(table, day)
                 deleted += 1
     return deleted
-
-
-def rebuild_counts(lake: Lake, days: list[date]) -> None:
-    """Rewrite the daily counts of these dates from their events."""
-    for day in days:
-        events = lake.read_partition(EVENTS, day, Events).with_columns(date=pl.lit(day))
-        counts = daily_counts(events.lazy()).collect().drop("date")
-        lake.write_partition(COUNTS, day, Counts.validate(counts))
 
 
 def rebuild_sessions(lake: Lake, *, window_start: date) -> int:

@@ -1,11 +1,12 @@
-"""Ingest: raw files to staged events and quarantine rows (one file at a time, no lake writes
-except the staging files of its batch)."""
+"""Ingest: raw files to staged events and quarantine rows (a file is parsed a chunk of lines at
+a time; no lake writes except the staging files of its batch)."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -44,6 +45,14 @@ class FileResult:
     quarantined: dict[str, int] = field(default_factory=dict)
 
 
+CHUNK_BYTES = 16 * 1024 * 1024
+"""Lines are parsed this many bytes at a time: however large a file, its rows never all sit in
+memory at once."""
+
+Sink = Callable[[pl.DataFrame, pl.DataFrame], None]
+"""Where the events and quarantine rows of each chunk of a file go."""
+
+
 class UnreadableFileError(ValueError):
     """A raw file whose bytes cannot be read as lines at all (bad gzip, binary)."""
 
@@ -65,11 +74,24 @@ def file_text(name: str, data: bytes) -> bytes:
     return data
 
 
+def line_chunks(text: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, bytes) of consecutive runs of whole lines of about `size`."""
+    start, first_line = 0, 1
+    while start < len(text):
+        cut = text.find(b"\n", start + size - 1)
+        end = len(text) if cut == -1 else cut + 1
+        chunk = text[start:end]
+        yield first_line, chunk
+        first_line += chunk.count(b"\n")
+        start = end
+
+
 def parse_file(
-    data: bytes, *, source: str, received_at: datetime, window_start: date
+    data: bytes, *, source: str, received_at: datetime, window_start: date, first_line: int = 1
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Events (with `expired`) and quarantine rows of one raw file's NDJSON bytes."""
-    lines = decode_ndjson(data).pipe(with_sent_at).collect()
+    """Events (with `expired`) and quarantine rows of NDJSON bytes: a raw file's, or the chunk
+    of it that starts at line `first_line`."""
+    lines = decode_ndjson(data, first_line=first_line).pipe(with_sent_at).collect()
     objects = lines.filter(pl.col("reason").is_null())
     rejected = validate_records(objects)
     events = normalise_events(
@@ -113,10 +135,9 @@ def _as_quarantine(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def ingest_file(
-    lake: Lake, plan: FilePlan, *, window_start: date
-) -> tuple[FileResult, pl.DataFrame | None, pl.DataFrame | None]:
-    """Read and parse one raw file; events and quarantine are None when its bytes are unchanged."""
+def ingest_file(lake: Lake, plan: FilePlan, *, window_start: date, sink: Sink) -> FileResult:
+    """Read and parse one raw file, chunk by chunk into `sink`; nothing when its bytes are
+    unchanged."""
     raw = plan.raw
     data = lake.read_raw(raw.path)
     sha = hashlib.sha256(data).hexdigest()
@@ -124,17 +145,28 @@ def ingest_file(
     result = FileResult(raw.path, len(data), raw.modified, sha, received_at)
     if sha == plan.prior_sha256:
         result.unchanged = True
-        return result, None, None
+        return result
+    chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]]
     try:
         text = file_text(raw.path, data)
     except UnreadableFileError as exc:
-        quarantine = unreadable_file(raw.path, str(exc), received_at)
-        events = pl.DataFrame()
+        chunks = [(pl.DataFrame(), unreadable_file(raw.path, str(exc), received_at))]
     else:
-        events, quarantine = parse_file(
-            text, source=raw.path, received_at=received_at, window_start=window_start
+        del data
+        chunks = (
+            parse_file(
+                chunk,
+                source=raw.path,
+                received_at=received_at,
+                window_start=window_start,
+                first_line=first_line,
+            )
+            for first_line, chunk in line_chunks(text)
         )
-    result.lines = len(events) + len(quarantine)
-    result.expired = int(events["expired"].sum()) if len(events) else 0
-    result.quarantined = dict(quarantine.group_by("reason").len().iter_rows())
-    return result, events, quarantine
+    for events, quarantine in chunks:
+        result.lines += len(events) + len(quarantine)
+        result.expired += int(events["expired"].sum()) if len(events) else 0
+        for reason, count in quarantine.group_by("reason").len().iter_rows():
+            result.quarantined[reason] = result.quarantined.get(reason, 0) + count
+        sink(events, quarantine)
+    return result

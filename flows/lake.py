@@ -222,12 +222,19 @@ class Lake:
         """The dates a table has partitions for, oldest first."""
         return sorted(date.fromisoformat(d) for d in self._view().tables.get(table, {}))
 
-    def read_partition(self, table: str, day: date, model: type[pa.DataFrameModel]) -> pl.DataFrame:
-        """One partition's rows (empty, with the model's columns, if there is none)."""
+    def read_partition(
+        self,
+        table: str,
+        day: date,
+        model: type[pa.DataFrameModel],
+        columns: list[str] | None = None,
+    ) -> pl.DataFrame:
+        """One partition's rows, only `columns` if given (empty, with the model's columns, if
+        there is none)."""
         name = self._view().tables.get(table, {}).get(day.isoformat())
         if name is None:
-            return pl.DataFrame(schema=polars_schema(model))
-        return self._read(name)
+            return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())
+        return self._read(name, columns)
 
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
         """Replace a partition with `rows` (in the run's snapshot); no rows removes it."""
@@ -294,9 +301,9 @@ class Lake:
         """Write a JSON document atomically."""
         self._write_bytes(self.path(*parts), json.dumps(value, indent=2, default=str).encode())
 
-    def read_parquet(self, *parts: str) -> pl.DataFrame:
-        """A Parquet file under the root that must exist."""
-        return self._read("/".join(parts))
+    def read_parquet(self, *parts: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """A Parquet file under the root that must exist (only `columns` if given)."""
+        return self._read("/".join(parts), columns)
 
     def write_parquet(self, rows: pl.DataFrame, *parts: str) -> None:
         """Write a Parquet file under the root."""
@@ -317,9 +324,9 @@ class Lake:
             return []
         return sorted(d for d in map(partition_date, names) if d is not None)
 
-    def _read(self, name: str) -> pl.DataFrame:
+    def _read(self, name: str, columns: list[str] | None = None) -> pl.DataFrame:
         with self.fs.open(self.path(name), "rb") as f:
-            return pl.read_parquet(f)
+            return pl.read_parquet(f, columns=columns)
 
     def _delete_file(self, name: str) -> None:
         try:

@@ -18,13 +18,13 @@ from prefect.task_runners import TaskRunner
 from flows.commit import (
     MANIFEST,
     Committed,
+    Staged,
     commit_events,
     commit_quarantine,
     count_sessions,
     expire_events,
     expire_quarantine,
     expire_raw,
-    rebuild_counts,
     rebuild_sessions,
     update_manifest,
 )
@@ -35,11 +35,12 @@ from flows.lock import POLL_EVERY, LakeLock
 from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 from schemas.constants import REASONS
 from schemas.tables import Manifest, Quarantine, polars_schema
-from transforms.normalise import EVENT_SCHEMA
 
 STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
+STAGE_ROWS = 250_000
+"""A batch stages its rows whenever it holds this many: the bound on a batch's memory."""
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
 # Their results are never cached: every run must look at the lake as it is.
 RETRY_DELAYS: list[float] = list(Settings.from_env().retry_delays)
@@ -114,11 +115,12 @@ def batches(plans: list[FilePlan]) -> list[list[FilePlan]]:
 
 @dataclass
 class BatchResult:
-    """Files a batch read and the staging files holding their rows."""
+    """Files a batch read and the staging files holding their rows (events/date=D/..., and
+    quarantine/...), relative to the run's staging folder."""
 
     files: list[FileResult]
-    events: str | None
-    quarantine: str | None
+    events: list[str]
+    quarantine: list[str]
     superseded: set[str] = field(default_factory=set)
     """Files read again later in the run: their staged rows here are not used."""
 
@@ -152,39 +154,71 @@ def list_raw(lake_url: str) -> tuple[list[RawFile], list[str]]:
     return Lake(lake_url).list_raw()
 
 
+class Stager:
+    """A batch's rows on their way to staging: events split by date, a bounded number of rows
+    at a time, so a batch of large files never sits in memory whole."""
+
+    def __init__(self, lake: Lake, stage: str) -> None:
+        self.lake, self.stage = lake, stage
+        self.events: list[pl.DataFrame] = []
+        self.quarantine: list[pl.DataFrame] = []
+        self.rows = 0
+        self.written: list[str] = []
+        self.rejected: list[str] = []
+
+    def add(self, events: pl.DataFrame, quarantine: pl.DataFrame) -> None:
+        if len(events):
+            self.events.append(events.filter(~pl.col("expired")).drop("expired"))
+        if len(quarantine):
+            self.quarantine.append(quarantine)
+        self.rows += len(events) + len(quarantine)
+        if self.rows >= STAGE_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        name = uuid.uuid4().hex
+        if self.events:
+            rows = pl.concat(self.events)
+            for (day,), part in rows.partition_by("date", as_dict=True).items():
+                path = f"events/date={day.isoformat()}/{name}.parquet"
+                self.lake.write_parquet(part.drop("date"), STATE, STAGING, self.stage, path)
+                self.written.append(path)
+        if self.quarantine:
+            path = f"quarantine/{name}.parquet"
+            self.lake.write_parquet(pl.concat(self.quarantine), STATE, STAGING, self.stage, path)
+            self.rejected.append(path)
+        self.events, self.quarantine, self.rows = [], [], 0
+
+
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def ingest_batch(
     lake_url: str, plans: list[FilePlan], window_start: date, stage: str
 ) -> BatchResult:
     """Read and parse a batch of raw files; stage their rows in the lake."""
     lake = Lake(lake_url)
-    results, events, quarantine = [], [], []
-    for plan in plans:
-        result, file_events, file_quarantine = ingest_file(lake, plan, window_start=window_start)
-        results.append(result)
-        if file_events is not None and len(file_events):
-            events.append(file_events)
-        if file_quarantine is not None and len(file_quarantine):
-            quarantine.append(file_quarantine)
-    name = uuid.uuid4().hex
-    paths: list[str | None] = []
-    for kind, frames in (("events", events), ("quarantine", quarantine)):
-        if frames:
-            lake.write_parquet(pl.concat(frames), STATE, STAGING, stage, f"{name}.{kind}.parquet")
-            paths.append(f"{name}.{kind}.parquet")
-        else:
-            paths.append(None)
-    return BatchResult(results, paths[0], paths[1])
+    stager = Stager(lake, stage)
+    results = [
+        ingest_file(lake, plan, window_start=window_start, sink=stager.add) for plan in plans
+    ]
+    stager.flush()
+    return BatchResult(results, stager.written, stager.rejected)
 
 
-def _staged(lake: Lake, stage: str, results: list[BatchResult], kind: str) -> list[pl.DataFrame]:
-    frames = []
+def _staged(lake: Lake, stage: str, results: list[BatchResult]) -> Staged:
+    return Staged(
+        lake,
+        f"{STATE}/{STAGING}/{stage}",
+        [(name, frozenset(r.superseded)) for r in results for name in r.events],
+    )
+
+
+def _rejected(lake: Lake, stage: str, results: list[BatchResult]) -> pl.DataFrame:
+    frames = [pl.DataFrame(schema=polars_schema(Quarantine))]
     for result in results:
-        name = result.events if kind == "events" else result.quarantine
-        if name:
+        for name in result.quarantine:
             rows = lake.read_parquet(STATE, STAGING, stage, name)
             frames.append(rows.filter(~pl.col("source").is_in(result.superseded)))
-    return frames
+    return pl.concat(frames)
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
@@ -195,30 +229,22 @@ def drop_expired_events(lake: Lake, window_start: date) -> int:
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: str) -> Committed:
-    """Fold the staged rows into events, duplicates, quarantine and the manifest."""
+    """Fold the staged rows into events, duplicates, counts, quarantine and the manifest."""
     files = [f for r in results for f in r.files if f.path not in r.superseded]
     sources = {f.path for f in files if not f.unchanged}
-    staged = _staged(lake, stage, results, "events")
-    new = pl.concat(staged) if staged else pl.DataFrame(schema=EVENT_SCHEMA)
-    new = new.filter(~pl.col("expired"))
-    rejected = _staged(lake, stage, results, "quarantine")
-    outcome = commit_events(lake, new, sources=sources, window_start=window_start)
+    staged = _staged(lake, stage, results)
+    outcome = commit_events(lake, staged, sources=sources, window_start=window_start)
     commit_quarantine(
-        lake,
-        pl.concat(rejected) if rejected else pl.DataFrame(schema=polars_schema(Quarantine)),
-        sources=sources,
-        window_start=window_start,
+        lake, _rejected(lake, stage, results), sources=sources, window_start=window_start
     )
-    update_manifest(lake, files, new)
+    update_manifest(lake, files, outcome.dates_of_sources)
     return outcome
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
 def rollups(lake: Lake, changed_dates: list[date], window_start: date) -> int:
-    """Rebuild the counts of changed dates and the sessions in the window; the sessions there."""
-    days = [d for d in changed_dates if d >= window_start]
-    if days:
-        rebuild_counts(lake, days)
+    """Re-match the sessions in the window when events changed; the sessions there."""
+    if any(d >= window_start for d in changed_dates):
         return rebuild_sessions(lake, window_start=window_start)
     return count_sessions(lake, window_start=window_start)
 

@@ -191,8 +191,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         .str.replace_all(', "', ',"', literal=True)
     )
     parsed = (
-        lines.with_columns(fields=fields, metadata=metadata)
-        .select(
+        lines.with_columns(fields=fields, metadata=metadata).select(
             "line",
             "raw",
             "metadata",
@@ -247,30 +246,33 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
-def decode_ndjson(data: bytes, *, fast: bool = True) -> pl.LazyFrame:
-    """One row per non-blank line of an NDJSON file's bytes, in LINE_SCHEMA but with the
-    `fingerprint` of its dedup key in place of the key.
+def decode_ndjson(data: bytes, *, first_line: int = 1, fast: bool = True) -> pl.LazyFrame:
+    """One row per non-blank line of NDJSON bytes, in LINE_SCHEMA but with the `fingerprint` of
+    its dedup key in place of the key. `first_line`: the number of the first line (a file's
+    chunk); a byte-order mark is dropped only at the start of a file.
 
     `fast=False` decodes every line with orjson: the reference the fast path is tested against.
-    A file that is not valid UTF-8 as a whole is decoded line by line too.
+    Bytes that are not valid UTF-8 as a whole are decoded line by line too.
     """
-    if data.startswith(BOM):
+    if first_line == 1 and data.startswith(BOM):
         data = data[len(BOM) :]
     text = _utf8(data) if fast else None
     if text is None:
-        rows = _decode_lines(list(enumerate(data.split(b"\n"), start=1)))
+        rows = _decode_lines(list(enumerate(data.split(b"\n"), start=first_line)))
     else:
         lines = (
             pl.Series("raw", [text])
             .str.split("\n")
             .explode()
             .to_frame()
-            .with_row_index("line", offset=1)
+            .with_row_index("line", offset=first_line)
             .with_columns(pl.col("line").cast(pl.Int64))
         )
         plain = pl.col("raw").str.contains(FAST_LINE) & ~pl.col("raw").str.contains(_LONG_NUMBER)
         fast_rows = _fast_rows(lines.filter(plain))
         slow = lines.join(fast_rows.select("line"), on="line", how="anti")
-        slow_rows = _decode_lines(list(zip(slow["line"], (r.encode() for r in slow["raw"]))))
+        slow_rows = _decode_lines(
+            [(number, raw.encode()) for number, raw in slow.select("line", "raw").iter_rows()]
+        )
         rows = pl.concat([fast_rows, slow_rows]).sort("line")
     return rows.lazy().with_columns(fingerprint(pl.col("key"))).drop("key")

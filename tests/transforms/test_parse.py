@@ -186,9 +186,7 @@ def _line(draw) -> bytes:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_line(), min_size=1, max_size=5))
-@example(
-    [b'{"event":"e","user_id":"u","timestamp":"t","metadata":{"b":1,"a":2.5,"ab":"x"}}']
-)
+@example([b'{"event":"e","user_id":"u","timestamp":"t","metadata":{"b":1,"a":2.5,"ab":"x"}}'])
 @example([b'{"event": "e", "user_id": "u", "timestamp": "t", "metadata": {"a": 1, "a": 2}}'])
 def test_fast_path_gives_what_orjson_gives(lines):
     data = b"\n".join(lines)
@@ -199,7 +197,8 @@ def test_fast_path_gives_what_orjson_gives(lines):
 def test_key_order_and_spacing_do_not_change_the_fingerprint():
     lines = [
         b'{"event":"e","user_id":"u","timestamp":"t","metadata":{"b":1,"ab":"x","a":2.5}}',
-        b'{"event": "e", "user_id": "u", "timestamp": "t", "metadata": {"a": 2.5, "ab": "x", "b": 1.0}}',
+        b'{"event": "e", "user_id": "u", "timestamp": "t", '
+        b'"metadata": {"a": 2.5, "ab": "x", "b": 1.0}}',
         b'{"user_id":"u","event":"e","timestamp":"t","metadata":{"ab":"x","a":25e-1,"b":1}}',
     ]
     rows = decode_ndjson(b"\n".join(lines)).collect()
