@@ -150,11 +150,14 @@ def commit_events(
     )
     tombstones = lake.read_state(TOMBSTONES, Tombstones).lazy()
     decided = deduplicate(
-        copies.join(keys, on=RECORD_KEY, how="semi").lazy(), tombstones=tombstones
+        copies.join(keys, on=RECORD_KEY, how="semi").with_columns(was_kept="kept").lazy(),
+        tombstones=tombstones,
     ).collect()
+    # Only rows whose place changes travel to the rewrite of their date (new rows come as kept).
+    changes = decided.filter(pl.col("kept") != pl.col("was_kept"))
     verdicts = {
         day: rows.select("source", "line", "kept")
-        for (day,), rows in decided.partition_by("date", as_dict=True).items()
+        for (day,), rows in changes.partition_by("date", as_dict=True).items()
     }
     empty = pl.DataFrame(schema={"source": pl.String, "line": pl.Int64, "kept": pl.Boolean})
 
@@ -194,11 +197,12 @@ def _rewrite_date(
             stored.filter(~pl.col("source").is_in(sources)),
         ]
     )
-    rows = (
-        rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
-        .with_columns(kept=pl.coalesce("kept_decided", "kept"))
-        .drop("kept_decided")
-    )
+    if len(verdicts):
+        rows = (
+            rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
+            .with_columns(kept=pl.coalesce("kept_decided", "kept"))
+            .drop("kept_decided")
+        )
     events = _validated(rows.filter("kept"), Events)
     lake.write_partition(EVENTS, day, events)
     crash_point("partition-written")

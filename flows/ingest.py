@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -18,7 +18,7 @@ from schemas.records import validate_records
 from schemas.tables import Quarantine, polars_schema
 from transforms.normalise import normalise_events
 from transforms.parse import decode_ndjson
-from transforms.timestamps import with_sent_at
+from transforms.timestamps import UTC_MS, with_sent_at
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ CHUNK_BYTES = 16 * 1024 * 1024
 memory at once."""
 
 Sink = Callable[[pl.DataFrame, pl.DataFrame], None]
-"""Where the events and quarantine rows of each chunk of a file go."""
+"""Where parsed events and quarantine rows go (staging)."""
 
 
 class UnreadableFileError(ValueError):
@@ -86,33 +86,51 @@ def line_chunks(text: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, byt
         start = end
 
 
-def parse_file(
-    data: bytes, *, source: str, received_at: datetime, window_start: date, first_line: int = 1
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Events (with `expired`) and quarantine rows of NDJSON bytes: a raw file's, or the chunk
-    of it that starts at line `first_line`."""
-    lines = decode_ndjson(data, first_line=first_line).pipe(with_sent_at).collect()
+LINE_ID = ["source", "line"]
+"""What names a line among the lines of many files."""
+
+
+def decode_file(
+    data: bytes, *, source: str, received_at: datetime, first_line: int = 1
+) -> pl.DataFrame:
+    """The decoded lines of NDJSON bytes (a file's, or its chunk starting at `first_line`),
+    with the file's `source` and `received_at`."""
+    return (
+        decode_ndjson(data, first_line=first_line)
+        .with_columns(source=pl.lit(source), received_at=pl.lit(received_at).cast(UTC_MS))
+        .collect()
+    )
+
+
+def parse_lines(lines: pl.DataFrame, *, window_start: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Events (with `expired`) and quarantine rows of decoded lines, of any number of files:
+    one validation for them all, however small the files."""
+    lines = lines.lazy().pipe(with_sent_at).collect()
     objects = lines.filter(pl.col("reason").is_null())
-    rejected = validate_records(objects)
+    rejected = validate_records(objects, key=LINE_ID)
     events = normalise_events(
-        objects.lazy().join(rejected.lazy(), on="line", how="anti"),
-        received_at=received_at,
-        window_start=window_start,
-        source=source,
+        objects.lazy().join(rejected.lazy(), on=LINE_ID, how="anti"), window_start=window_start
     ).collect()
     bad = pl.concat(
         [
-            lines.filter(pl.col("reason").is_not_null()).select("line", "reason", "message"),
+            lines.filter(pl.col("reason").is_not_null()).select(*LINE_ID, "reason", "message"),
             rejected,
         ]
     )
     quarantine = (
-        bad.join(lines.select("line", "raw"), on="line")
-        .with_columns(source=pl.lit(source), received_at=pl.lit(received_at))
+        bad.join(lines.select(*LINE_ID, "raw", "received_at"), on=LINE_ID)
         .pipe(_as_quarantine)
-        .sort("line")
+        .sort(LINE_ID)
     )
     return events, quarantine
+
+
+def parse_file(
+    data: bytes, *, source: str, received_at: datetime, window_start: date
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Events (with `expired`) and quarantine rows of one raw file's NDJSON bytes."""
+    lines = decode_file(data, source=source, received_at=received_at)
+    return parse_lines(lines, window_start=window_start)
 
 
 def unreadable_file(source: str, message: str, received_at: datetime) -> pl.DataFrame:
@@ -135,9 +153,51 @@ def _as_quarantine(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def ingest_file(lake: Lake, plan: FilePlan, *, window_start: date, sink: Sink) -> FileResult:
-    """Read and parse one raw file, chunk by chunk into `sink`; nothing when its bytes are
-    unchanged."""
+class Batch:
+    """Where a batch's files go: their decoded lines, parsed together whenever they reach
+    `rows` lines (one validation for many small files; a bound on memory for large ones)."""
+
+    def __init__(self, *, window_start: date, rows: int, stage: Sink) -> None:
+        self.window_start, self.limit, self.stage = window_start, rows, stage
+        self.lines: list[pl.DataFrame] = []
+        self.rejected: list[pl.DataFrame] = []
+        self.rows = 0
+        self.files: dict[str, FileResult] = {}
+
+    def add(self, lines: pl.DataFrame) -> None:
+        self.lines.append(lines)
+        self.rows += len(lines)
+        if self.rows >= self.limit:
+            self.flush()
+
+    def reject(self, quarantine: pl.DataFrame) -> None:
+        self.rejected.append(quarantine)
+
+    def flush(self) -> None:
+        """Parse what is held, count it into the files' results, and stage it."""
+        events, quarantine = pl.DataFrame(), pl.concat(self.rejected or [_as_quarantine(_NONE)])
+        if self.lines:
+            events, bad = parse_lines(pl.concat(self.lines), window_start=self.window_start)
+            quarantine = pl.concat([quarantine, bad])
+        if len(events):
+            counted = events.group_by("source").agg(pl.len(), pl.col("expired").sum())
+            for source, lines, expired in counted.iter_rows():
+                self.files[source].lines += lines
+                self.files[source].expired += expired
+        for source, reason, count in quarantine.group_by("source", "reason").len().iter_rows():
+            found = self.files[source]
+            found.lines += count
+            found.quarantined[reason] = found.quarantined.get(reason, 0) + count
+        self.stage(events, quarantine)
+        self.lines, self.rejected, self.rows = [], [], 0
+
+
+_NONE = pl.DataFrame(schema=polars_schema(Quarantine))
+
+
+def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
+    """Read one raw file and decode it into `batch`, a chunk of lines at a time; nothing when
+    its bytes are unchanged."""
     raw = plan.raw
     data = lake.read_raw(raw.path)
     sha = hashlib.sha256(data).hexdigest()
@@ -146,27 +206,15 @@ def ingest_file(lake: Lake, plan: FilePlan, *, window_start: date, sink: Sink) -
     if sha == plan.prior_sha256:
         result.unchanged = True
         return result
-    chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]]
+    batch.files[raw.path] = result
     try:
         text = file_text(raw.path, data)
     except UnreadableFileError as exc:
-        chunks = [(pl.DataFrame(), unreadable_file(raw.path, str(exc), received_at))]
-    else:
-        del data
-        chunks = (
-            parse_file(
-                chunk,
-                source=raw.path,
-                received_at=received_at,
-                window_start=window_start,
-                first_line=first_line,
-            )
-            for first_line, chunk in line_chunks(text)
+        batch.reject(unreadable_file(raw.path, str(exc), received_at))
+        return result
+    del data
+    for first_line, chunk in line_chunks(text):
+        batch.add(
+            decode_file(chunk, source=raw.path, received_at=received_at, first_line=first_line)
         )
-    for events, quarantine in chunks:
-        result.lines += len(events) + len(quarantine)
-        result.expired += int(events["expired"].sum()) if len(events) else 0
-        for reason, count in quarantine.group_by("reason").len().iter_rows():
-            result.quarantined[reason] = result.quarantined.get(reason, 0) + count
-        sink(events, quarantine)
     return result

@@ -29,7 +29,7 @@ from flows.commit import (
     update_manifest,
 )
 from flows.faults import crash_point
-from flows.ingest import FilePlan, FileResult, ingest_file
+from flows.ingest import Batch, FilePlan, FileResult, ingest_file
 from flows.lake import RUNS, STATE, Lake, RawFile
 from flows.lock import POLL_EVERY, LakeLock
 from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
@@ -39,6 +39,7 @@ from schemas.tables import Manifest, Quarantine, polars_schema
 STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
+BATCHES_AT_LEAST = 4
 STAGE_ROWS = 250_000
 """A batch stages its rows whenever it holds this many: the bound on a batch's memory."""
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
@@ -101,11 +102,13 @@ def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
 
 
 def batches(plans: list[FilePlan]) -> list[list[FilePlan]]:
-    """Plans grouped so that one task reads many small files or a few large ones."""
+    """Plans grouped so that one task reads many small files or a few large ones, and into at
+    least BATCHES_AT_LEAST groups when there are files enough, so no worker idles at the end."""
+    limit = min(BATCH_BYTES, sum(p.raw.size for p in plans) // BATCHES_AT_LEAST + 1)
     groups: list[list[FilePlan]] = [[]]
     size = 0
     for plan in plans:
-        if groups[-1] and (size + plan.raw.size > BATCH_BYTES or len(groups[-1]) >= BATCH_FILES):
+        if groups[-1] and (size + plan.raw.size > limit or len(groups[-1]) >= BATCH_FILES):
             groups.append([])
             size = 0
         groups[-1].append(plan)
@@ -155,39 +158,25 @@ def list_raw(lake_url: str) -> tuple[list[RawFile], list[str]]:
 
 
 class Stager:
-    """A batch's rows on their way to staging: events split by date, a bounded number of rows
-    at a time, so a batch of large files never sits in memory whole."""
+    """Writes a batch's parsed rows to staging: events split by date, without the expired."""
 
     def __init__(self, lake: Lake, stage: str) -> None:
         self.lake, self.stage = lake, stage
-        self.events: list[pl.DataFrame] = []
-        self.quarantine: list[pl.DataFrame] = []
-        self.rows = 0
         self.written: list[str] = []
         self.rejected: list[str] = []
 
-    def add(self, events: pl.DataFrame, quarantine: pl.DataFrame) -> None:
-        if len(events):
-            self.events.append(events.filter(~pl.col("expired")).drop("expired"))
-        if len(quarantine):
-            self.quarantine.append(quarantine)
-        self.rows += len(events) + len(quarantine)
-        if self.rows >= STAGE_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
+    def __call__(self, events: pl.DataFrame, quarantine: pl.DataFrame) -> None:
         name = uuid.uuid4().hex
-        if self.events:
-            rows = pl.concat(self.events)
-            for (day,), part in rows.partition_by("date", as_dict=True).items():
+        if len(events):
+            events = events.filter(~pl.col("expired")).drop("expired")
+            for (day,), part in events.partition_by("date", as_dict=True).items():
                 path = f"events/date={day.isoformat()}/{name}.parquet"
                 self.lake.write_parquet(part.drop("date"), STATE, STAGING, self.stage, path)
                 self.written.append(path)
-        if self.quarantine:
+        if len(quarantine):
             path = f"quarantine/{name}.parquet"
-            self.lake.write_parquet(pl.concat(self.quarantine), STATE, STAGING, self.stage, path)
+            self.lake.write_parquet(quarantine, STATE, STAGING, self.stage, path)
             self.rejected.append(path)
-        self.events, self.quarantine, self.rows = [], [], 0
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
@@ -197,10 +186,9 @@ def ingest_batch(
     """Read and parse a batch of raw files; stage their rows in the lake."""
     lake = Lake(lake_url)
     stager = Stager(lake, stage)
-    results = [
-        ingest_file(lake, plan, window_start=window_start, sink=stager.add) for plan in plans
-    ]
-    stager.flush()
+    batch = Batch(window_start=window_start, rows=STAGE_ROWS, stage=stager)
+    results = [ingest_file(lake, plan, batch) for plan in plans]
+    batch.flush()
     return BatchResult(results, stager.written, stager.rejected)
 
 

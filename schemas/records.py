@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 import pandera.polars as pa
@@ -99,9 +100,14 @@ def _messages() -> dict[str, pl.Expr]:
     }
 
 
-def validate_records(records: pl.DataFrame) -> pl.DataFrame:
-    """`line`, `reason`, `message` of every record that breaks ParsedRecord (one row a line)."""
-    empty = pl.DataFrame(schema={"line": pl.Int64, "reason": pl.String, "message": pl.String})
+def validate_records(records: pl.DataFrame, key: Sequence[str] = ("line",)) -> pl.DataFrame:
+    """The `key` columns (what names a line), `reason` and `message` of every record that
+    breaks ParsedRecord (one row a line)."""
+    empty = (
+        records.select(*key)
+        .clear()
+        .with_columns(reason=pl.lit(None, pl.String), message=pl.lit(None, pl.String))
+    )
     try:
         ParsedRecord.validate(records, lazy=True)
     except SchemaErrors as exc:
@@ -134,7 +140,7 @@ def validate_records(records: pl.DataFrame) -> pl.DataFrame:
     if joined.is_empty():
         return empty
     return joined.select(
-        "line",
+        *key,
         pl.col("column").replace_strict(reasons, return_dtype=pl.String).alias("reason"),
         message.alias("message"),
-    ).sort("line")
+    ).sort(*key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 import polars as pl
 
@@ -32,9 +32,9 @@ EVENT_COLUMNS = list(EVENT_SCHEMA)[:9]
 """The columns stored in events/ and duplicates/ (the date is the partition)."""
 
 
-def clamp_future_timestamps(records: pl.LazyFrame, *, received_at: datetime) -> pl.LazyFrame:
+def clamp_future_timestamps(records: pl.LazyFrame) -> pl.LazyFrame:
     """`timestamp` = the instant sent, or `received_at` when absent or later; `clamped` flags it."""
-    received = pl.lit(received_at).cast(UTC_MS)
+    received = pl.col("received_at").cast(UTC_MS)
     return records.with_columns(
         sent_at=pl.coalesce("sent_at", received),
         clamped=pl.col("sent_at").is_not_null() & (pl.col("sent_at") > received),
@@ -57,14 +57,12 @@ def mark_expired(records: pl.LazyFrame, *, window_start: date) -> pl.LazyFrame:
     )
 
 
-def normalise_events(
-    records: pl.LazyFrame, *, received_at: datetime, window_start: date, source: str
-) -> pl.LazyFrame:
-    """Events of one file's valid records, with `date`, `clamped`, `truncated`, `expired`."""
+def normalise_events(records: pl.LazyFrame, *, window_start: date) -> pl.LazyFrame:
+    """Events of valid records (each with its file's `source` and `received_at`), with `date`,
+    `clamped`, `truncated`, `expired`."""
     return (
-        records.pipe(clamp_future_timestamps, received_at=received_at)
+        records.pipe(clamp_future_timestamps)
         .pipe(truncate_metadata)
         .pipe(mark_expired, window_start=window_start)
-        .with_columns(source=pl.lit(source))
         .select(pl.col(name).cast(dtype) for name, dtype in EVENT_SCHEMA.items())
     )
