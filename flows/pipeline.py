@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments.runner import RunnerDeployment
 from prefect.runtime import flow_run as prefect_flow_run
-from prefect.task_runners import TaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.commit import (
     MANIFEST,
@@ -40,6 +41,9 @@ STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
 BATCH_FILES = 256
 BATCHES_AT_LEAST = 4
+WORKERS = os.cpu_count() or 2
+"""Ingest batches parsed at once (threads: Polars releases the GIL); each holds up to
+STAGE_ROWS lines, so this bounds ingest's memory too."""
 STAGE_ROWS = 250_000
 """A batch stages its rows whenever it holds this many: the bound on a batch's memory."""
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
@@ -315,7 +319,7 @@ def ingest_batches(
     return on_dask(lake_url, groups, window_start, stage)
 
 
-@flow(name="pipeline", log_prints=False)
+@flow(name="pipeline", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
 def pipeline(
     lake: str | None = None,
     now: datetime | None = None,
