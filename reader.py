@@ -2,13 +2,22 @@
 
 Both functions take their arguments as a query string gives them, read only the rollups
 (never raw NDJSON) and never raise: bad input gives `{"status": "error", "message": ...}`.
+
+Every call reads the lake's snapshot pointer, so it answers from the latest run. The rollup
+files it names are immutable (a rewrite is a new file), so a process keeps what it read of them,
+prepared for both kinds of question: the totals of each file for all users, and its rows sorted
+by user for a user's (a binary search, not a scan). A notebook or API process that asks again
+pays only for the pointer and the small sums.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
 
@@ -16,7 +25,7 @@ import polars as pl
 
 from flows.lake import COUNTS, SESSIONS, Lake
 from flows.settings import resolve_lake
-from schemas.tables import Counts, Sessions
+from schemas.tables import Counts, Sessions, polars_schema
 from transforms.counts import GROUP_BYS, GroupBy, counts_by_period
 from transforms.sessions import sessions_by_period
 
@@ -65,6 +74,70 @@ def _user(user_id: Any) -> str | None:
     return str(user_id) if user_id not in (None, "") else None
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """One rollup file, ready for either kind of question."""
+
+    totals: pl.DataFrame
+    """All users together: counts per event, or the sum and number of sessions."""
+    by_user: pl.DataFrame
+    """Its rows sorted by user_id."""
+
+    def of_user(self, user_id: str) -> pl.DataFrame:
+        users = self.by_user["user_id"]
+        first = users.search_sorted(user_id, side="left")
+        return self.by_user.slice(first, users.search_sorted(user_id, side="right") - first)
+
+
+def _prepare(table: str, day: date, rows: pl.DataFrame) -> _Prepared:
+    rows = rows.with_columns(date=pl.lit(day))
+    if table == COUNTS:
+        totals = rows.group_by("date", "event").agg(pl.col("count").sum())
+        return _Prepared(totals, rows.sort("user_id"))
+    rows = rows.select("date", "user_id", "duration_ms", sessions=pl.lit(1, pl.Int64))
+    totals = rows.group_by("date").agg(pl.col("duration_ms").sum(), pl.col("sessions").sum())
+    return _Prepared(totals, rows.sort("user_id"))
+
+
+class _Cache:
+    """Prepared rollup files by lake and name, the most recently used kept."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.files: OrderedDict[tuple[str, str], _Prepared] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, lake: Lake, table: str, day: date, name: str) -> _Prepared:
+        key = (lake.url, name)
+        with self.lock:
+            found = self.files.get(key)
+            if found is not None:
+                self.files.move_to_end(key)
+                return found
+        prepared = _prepare(table, day, lake.read_file(name))
+        with self.lock:
+            self.files[key] = prepared
+            while len(self.files) > self.capacity:
+                self.files.popitem(last=False)
+        return prepared
+
+
+_CACHE = _Cache(capacity=4096)
+
+
+def _rollup(lake: Lake, table: str, start: date, end: date, user_id: str | None) -> pl.LazyFrame:
+    """The rows of a rollup's dates in [start, end] that a query needs."""
+    frames = []
+    for day, name in sorted(lake.partition_files(table).items()):
+        if start <= day <= end:
+            prepared = _CACHE.get(lake, table, day, name)
+            frames.append(prepared.totals if user_id is None else prepared.of_user(user_id))
+    if not frames:
+        empty = _prepare(table, start, pl.DataFrame(schema=polars_schema(_MODELS[table])))
+        frames = [empty.by_user if user_id else empty.totals]
+    return pl.concat(frames, how="diagonal").lazy()
+
+
 def _period_rows(
     table: str,
     by_period: Callable[..., pl.LazyFrame],
@@ -78,11 +151,10 @@ def _period_rows(
     if isinstance(query, dict):
         return query
     start, end, group = query
+    user = _user(user_id)
     try:
-        rollup = Lake(resolve_lake(lake)).scan(table, _MODELS[table])
-        return by_period(
-            rollup, start=start, end=end, group_by=group, user_id=_user(user_id)
-        ).collect()
+        rows = _rollup(Lake(resolve_lake(lake)), table, start, end, user)
+        return by_period(rows, start=start, end=end, group_by=group, user_id=user).collect()
     except Exception:
         log.exception("%s query failed", table)
         return _error(failure)

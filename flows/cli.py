@@ -12,6 +12,7 @@ import tomllib
 from datetime import UTC, datetime
 from typing import Any
 
+from flows.server import TemporaryServer
 from flows.settings import DEFAULT_CRON, LOCK_WAIT, resolve_lake
 
 
@@ -79,7 +80,7 @@ def _own_prefect_home_if_shared() -> None:
     keeps the shared (warm) home; a run that finds it taken works in a fresh one of its own.
     Call before Prefect is imported.
     """
-    home = os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
+    home = _home()
     if os.environ.get("PREFECT_API_URL") or _profile_has_server(home):
         return
     os.makedirs(home, exist_ok=True)
@@ -103,6 +104,38 @@ def _profile_has_server(home: str) -> bool:
     return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
 
 
+def _home() -> str:
+    return os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
+
+
+def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) -> int:
+    from flows.pipeline import pipeline
+
+    if server is not None:
+        server.wait_until_ready()
+    try:
+        report = pipeline(
+            lake=lake,
+            now=args.now,
+            retention_days=args.retention_days,
+            dask_address=args.dask,
+            lock_wait=args.wait,
+        )
+    except Exception as exc:  # the flow's own log has the traceback
+        print(
+            f"track run failed: {type(exc).__name__}: {exc}\n"
+            "Nothing of this run was committed: the reader still answers as before it, "
+            "and the next run finishes the job.",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `track` command; the process exit code."""
     args = _parser().parse_args(argv)
@@ -116,31 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(answer))
         return 0 if answer["status"] == "success" else 1
     if args.command == "run":
+        server = None
         if "prefect" not in sys.modules:
             _own_prefect_home_if_shared()
-        from flows.pipeline import pipeline
-
-        try:
-            report = pipeline(
-                lake=lake,
-                now=args.now,
-                retention_days=args.retention_days,
-                dask_address=args.dask,
-                lock_wait=args.wait,
-            )
-        except Exception as exc:  # the flow's own log has the traceback
-            print(
-                f"track run failed: {type(exc).__name__}: {exc}\n"
-                "Nothing of this run was committed: the reader still answers as before it, "
-                "and the next run finishes the job.",
-                file=sys.stderr,
-            )
-            return 1
-        if args.json:
-            print(json.dumps(report))
-        else:
-            _print_report(report)
-        return 0
+            if not os.environ.get("PREFECT_API_URL") and not _profile_has_server(_home()):
+                server = TemporaryServer()  # starts while the imports of _run go on
+        return _run(args, lake, server)
     from prefect import serve
     from prefect.settings import get_current_settings
 

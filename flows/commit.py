@@ -67,11 +67,18 @@ class Staged:
     def dates(self) -> set[date]:
         return {date.fromisoformat(name.split("date=")[1][:10]) for name, _ in self.files}
 
-    def rows(self, day: date | None = None, columns: list[str] | None = None) -> pl.DataFrame:
+    def rows(
+        self,
+        day: date | None = None,
+        columns: list[str] | None = None,
+        *,
+        categorical_source: bool = False,
+    ) -> pl.DataFrame:
         """The staged rows (of one date), with `date`; only `columns` if given."""
         frames = [pl.DataFrame(schema={**EVENT_SCHEMA_STAGED, "date": pl.Date()})]
         if columns is not None:
             frames = [frames[0].select(*columns, "date")]
+        source = pl.col("source").cast(pl.Categorical if categorical_source else pl.String)
         for name, superseded in self.files:
             at = date.fromisoformat(name.split("date=")[1][:10])
             if day is not None and at != day:
@@ -79,8 +86,8 @@ class Staged:
             rows = self.lake.read_parquet(self.folder, name, columns=columns)
             if superseded:
                 rows = rows.filter(~pl.col("source").is_in(superseded))
-            frames.append(rows.with_columns(date=pl.lit(at)))
-        return pl.concat(frames)
+            frames.append(rows.with_columns(source, date=pl.lit(at)))
+        return pl.concat([frame.with_columns(source) for frame in frames])
 
 
 def _stored_index(lake: Lake, days: set[date]) -> pl.DataFrame:
@@ -129,30 +136,39 @@ def commit_events(
     Only the deciding columns of all copies are held at once; the rows themselves are read,
     decided and written one date at a time.
     """
-    new = staged.rows(columns=[*INDEX, "clamped", "truncated"])
+    # Sources as categories: four bytes a row, not the path (the index is the commit's
+    # largest structure; it holds a row for every new event).
+    new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
     if new.is_empty() and not sources:
         return Committed(0, 0, 0, 0, [])
     touched = _dates_of_sources(lake, sources, window_start) | staged.dates()
     stored = _stored_index(lake, touched)
-    replaced = stored.filter(pl.col("source").is_in(sources))
-    keys = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
-    elsewhere = _dates_holding(lake, keys, window_start) - touched
-    stored = pl.concat([stored, _stored_index(lake, elsewhere)])
-    touched |= elsewhere
+    others = [d for d in lake.partitions(EVENTS) if d >= window_start and d not in touched]
+    others += [d for d in lake.partitions(DUPLICATES) if d >= window_start and d not in touched]
+    if others:  # copies of these records stored under other dates (clamped timestamps)
+        replaced = stored.filter(pl.col("source").is_in(sources))
+        keys = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
+        elsewhere = _dates_holding(lake, keys, window_start) - touched
+        del keys
+        stored = pl.concat([stored, _stored_index(lake, elsewhere)])
+        touched |= elsewhere
     copies = pl.concat(
         [
-            new.with_columns(kept=pl.lit(True), new=pl.lit(True)),
-            stored.filter(~pl.col("source").is_in(sources)).with_columns(
-                clamped=pl.lit(False), truncated=pl.lit(False), new=pl.lit(False)
+            new.select(
+                *INDEX, "date", "clamped", "truncated", was_kept=pl.lit(True), new=pl.lit(True)
             ),
-        ],
-        how="diagonal",
+            stored.filter(~pl.col("source").is_in(sources)).select(
+                *(pl.col(c).cast(pl.Categorical) if c == "source" else c for c in INDEX),
+                "date",
+                clamped=pl.lit(False),
+                truncated=pl.lit(False),
+                was_kept="kept",
+                new=pl.lit(False),
+            ),
+        ]
     )
-    tombstones = lake.read_state(TOMBSTONES, Tombstones).lazy()
-    decided = deduplicate(
-        copies.join(keys, on=RECORD_KEY, how="semi").with_columns(was_kept="kept").lazy(),
-        tombstones=tombstones,
-    ).collect()
+    decided = _decide(copies, lake.read_state(TOMBSTONES, Tombstones))
+    del copies
     # Only rows whose place changes travel to the rewrite of their date (new rows come as kept).
     changes = decided.filter(pl.col("kept") != pl.col("was_kept"))
     verdicts = {
@@ -166,18 +182,39 @@ def commit_events(
 
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(rewrite, sorted(touched)))
-    fresh = decided.filter("new")
-    kept = fresh.filter("kept")
+    lost = changes.filter("new")  # new rows come as kept: a change is a loss
     return Committed(
-        accepted=len(kept),
-        duplicates=len(fresh) - len(kept),
-        clamped=int(kept["clamped"].sum()),
-        truncated=int(kept["truncated"].sum()),
+        accepted=len(new) - len(lost),
+        duplicates=len(lost),
+        clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
+        truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
         changed_dates=sorted(touched),
-        dates_of_sources=new.group_by(pl.col("source").alias("path")).agg(
+        dates_of_sources=new.group_by(pl.col("source").cast(pl.String).alias("path")).agg(
             dates=pl.col("date").unique().sort()
         ),
     )
+
+
+def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
+    """Which copies are kept, for the copies whose place may change: a record with several
+    copies, a tombstoned one, a copy not kept before. Every other copy is the only one of a
+    live record, kept as it was."""
+    # Copies of one record share fingerprint and instant, so they share this 64-bit mix of
+    # both; a clash of two records only adds candidates (deduplicate compares whole keys).
+    mix = pl.col("fingerprint") ^ pl.col("sent_at").dt.epoch("ms").cast(pl.UInt64)
+    several = mix.is_duplicated()
+    if len(tombstones):
+        gone = tombstones.select(RECORD_KEY).unique().with_columns(_gone=pl.lit(True))
+        copies = (
+            copies.join(gone, on=RECORD_KEY, how="left")
+            .with_columns(several=several | pl.col("_gone").is_not_null())
+            .drop("_gone")
+        )
+    else:
+        copies = copies.with_columns(several=several)
+    candidates = copies.filter(pl.col("several") | ~pl.col("was_kept")).drop("several")
+    candidates = candidates.with_columns(pl.col("source").cast(pl.String))
+    return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 
 
 def _rewrite_date(

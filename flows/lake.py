@@ -246,6 +246,16 @@ class Lake:
         """Remove a partition (in the run's snapshot)."""
         self.write_partition(table, day, pl.DataFrame())
 
+    def partition_files(self, table: str) -> dict[date, str]:
+        """The file of each partition of a table, by date. A file is never rewritten: a new
+        write gets a new name, so what a name holds can be cached for good."""
+        parts = self._view().tables.get(table, {})
+        return {date.fromisoformat(d): name for d, name in parts.items()}
+
+    def read_file(self, name: str) -> pl.DataFrame:
+        """A Parquet file of the lake, by the name the snapshot gives it."""
+        return self._read(name)
+
     def scan(self, table: str, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
         """A table with its `date` key as a column, from the files the snapshot names."""
         parts = self._view().tables.get(table, {})

@@ -44,6 +44,7 @@ BATCHES_AT_LEAST = 4
 WORKERS = os.cpu_count() or 2
 """Ingest batches parsed at once (threads: Polars releases the GIL); each holds up to
 STAGE_ROWS lines, so this bounds ingest's memory too."""
+THREADS: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=WORKERS)
 STAGE_ROWS = 250_000
 """A batch stages its rows whenever it holds this many: the bound on a batch's memory."""
 # Storage calls can fail for a moment (throttling, a dropped connection): retry the I/O tasks.
@@ -319,7 +320,7 @@ def ingest_batches(
     return on_dask(lake_url, groups, window_start, stage)
 
 
-@flow(name="pipeline", log_prints=False, task_runner=ThreadPoolTaskRunner(max_workers=WORKERS))
+@flow(name="pipeline", log_prints=False, task_runner=THREADS)
 def pipeline(
     lake: str | None = None,
     now: datetime | None = None,

@@ -53,14 +53,22 @@ def match_sessions(events: pl.LazyFrame) -> pl.LazyFrame:
 def sessions_by_period(
     sessions: pl.LazyFrame, *, start: date, end: date, group_by: GroupBy, user_id: str | None = None
 ) -> pl.LazyFrame:
-    """`period`, `totalDuration`, `sessionCount`, `averageDuration` (seconds, half up)."""
+    """`period`, `totalDuration`, `sessionCount`, `averageDuration` (seconds, half up).
+
+    `sessions`: one row per session, or per group of sessions with their number in `sessions`
+    and the sum of their durations in `duration_ms`.
+    """
     days = sessions.filter(pl.col("date").is_between(start, end))
     if user_id is not None:
         days = days.filter(pl.col("user_id") == user_id)
+    grouped = "sessions" in sessions.collect_schema().names()
     total_ms, count = pl.col("total_ms"), pl.col("sessionCount")
     return (
         days.group_by(period=period_start(pl.col("date"), group_by))
-        .agg(total_ms=pl.col("duration_ms").sum(), sessionCount=pl.len().cast(pl.Int64))
+        .agg(
+            total_ms=pl.col("duration_ms").sum(),
+            sessionCount=(pl.col("sessions").sum() if grouped else pl.len()).cast(pl.Int64),
+        )
         .with_columns(
             # Integer arithmetic: round half up without floating-point error.
             totalDuration=(total_ms + 500) // 1000,
