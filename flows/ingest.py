@@ -17,7 +17,7 @@ from schemas.constants import UNREADABLE_FILE
 from schemas.records import validate_records
 from schemas.tables import Quarantine, polars_schema
 from transforms.normalise import normalise_events
-from transforms.parse import decode_ndjson
+from transforms.parse import decode_pieces
 from transforms.timestamps import UTC_MS, with_sent_at
 
 
@@ -90,16 +90,29 @@ LINE_ID = ["source", "line"]
 """What names a line among the lines of many files."""
 
 
-def decode_file(
-    data: bytes, *, source: str, received_at: datetime, first_line: int = 1
-) -> pl.DataFrame:
-    """The decoded lines of NDJSON bytes (a file's, or its chunk starting at `first_line`),
-    with the file's `source` and `received_at`."""
-    return (
-        decode_ndjson(data, first_line=first_line)
-        .with_columns(source=pl.lit(source), received_at=pl.lit(received_at).cast(UTC_MS))
-        .collect()
+@dataclass(frozen=True)
+class Piece:
+    """A file's bytes, or a chunk of them, with where they come from."""
+
+    source: str
+    received_at: datetime
+    first_line: int
+    data: bytes
+
+
+def decode_files(pieces: list[Piece]) -> pl.DataFrame:
+    """The decoded lines of pieces of files, decoded together, each with its file's `source`
+    and `received_at`."""
+    lines = decode_pieces([(p.first_line, p.data) for p in pieces]).collect()
+    files = pl.DataFrame(
+        {
+            "piece": range(len(pieces)),
+            "source": [p.source for p in pieces],
+            "received_at": [p.received_at for p in pieces],
+        },
+        schema={"piece": pl.UInt32, "source": pl.String, "received_at": UTC_MS},
     )
+    return lines.join(files, on="piece", how="left", maintain_order="left").drop("piece")
 
 
 def parse_lines(lines: pl.DataFrame, *, window_start: date) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -129,7 +142,7 @@ def parse_file(
     data: bytes, *, source: str, received_at: datetime, window_start: date
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events (with `expired`) and quarantine rows of one raw file's NDJSON bytes."""
-    lines = decode_file(data, source=source, received_at=received_at)
+    lines = decode_files([Piece(source, received_at, 1, data)])
     return parse_lines(lines, window_start=window_start)
 
 
@@ -159,22 +172,38 @@ class Batch:
 
     def __init__(self, *, window_start: date, rows: int, stage: Sink) -> None:
         self.window_start, self.limit, self.stage = window_start, rows, stage
+        self.pieces: list[Piece] = []
+        self.piece_bytes = 0
         self.lines: list[pl.DataFrame] = []
         self.rejected: list[pl.DataFrame] = []
         self.rows = 0
         self.files: dict[str, FileResult] = {}
 
-    def add(self, lines: pl.DataFrame) -> None:
-        self.lines.append(lines)
-        self.rows += len(lines)
+    def add(self, piece: Piece) -> None:
+        """Take a piece of a file; decode what is held once it makes a chunk."""
+        self.pieces.append(piece)
+        self.piece_bytes += len(piece.data)
+        if self.piece_bytes >= CHUNK_BYTES:
+            self._decode()
+
+    def _decode(self) -> None:
+        if self.pieces:
+            lines = decode_files(self.pieces)
+            self.pieces, self.piece_bytes = [], 0
+            self.lines.append(lines)
+            self.rows += len(lines)
         if self.rows >= self.limit:
-            self.flush()
+            self._parse()
 
     def reject(self, quarantine: pl.DataFrame) -> None:
         self.rejected.append(quarantine)
 
     def flush(self) -> None:
-        """Parse what is held, count it into the files' results, and stage it."""
+        """Decode and parse all that is held, count it into the files' results, stage it."""
+        self._decode()
+        self._parse()
+
+    def _parse(self) -> None:
         events, quarantine = pl.DataFrame(), pl.concat(self.rejected or [_as_quarantine(_NONE)])
         if self.lines:
             events, bad = parse_lines(pl.concat(self.lines), window_start=self.window_start)
@@ -214,7 +243,5 @@ def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
         return result
     del data
     for first_line, chunk in line_chunks(text):
-        batch.add(
-            decode_file(chunk, source=raw.path, received_at=received_at, first_line=first_line)
-        )
+        batch.add(Piece(raw.path, received_at, first_line, chunk))
     return result

@@ -192,7 +192,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     )
     parsed = (
         lines.with_columns(fields=fields, metadata=metadata).select(
-            "line",
+            *_IDS,
             "raw",
             "metadata",
             event=pl.col("fields").struct[3],
@@ -215,7 +215,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     # list.eval(sort) rather than list.sort: 50 times faster on short lists (Polars 2.1).
     sorted_pairs = pl.col("pairs").list.eval(pl.element().sort()).list.join(',"')
     return parsed.select(
-        "line",
+        *_IDS,
         "raw",
         reason=pl.lit(None, text),
         message=pl.lit(None, text),
@@ -246,33 +246,71 @@ def _utf8(data: bytes) -> str | None:
         return None
 
 
-def decode_ndjson(data: bytes, *, first_line: int = 1, fast: bool = True) -> pl.LazyFrame:
-    """One row per non-blank line of NDJSON bytes, in LINE_SCHEMA but with the `fingerprint` of
-    its dedup key in place of the key. `first_line`: the number of the first line (a file's
-    chunk); a byte-order mark is dropped only at the start of a file.
+_IDS = ["row", "piece", "line"]
+"""A line's place among the lines decoded together: its row, its piece (file or chunk of
+one) and its number in that file."""
+
+
+def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.LazyFrame:
+    """One row per non-blank line of many pieces of NDJSON (files, or chunks of a file, each
+    given as the number of its first line and its bytes), decoded together: per-call costs are
+    paid once however small the files. LINE_SCHEMA with `piece` (the index of the piece) and
+    the `fingerprint` of the dedup key in place of the key. A byte-order mark is dropped only
+    at the start of a file (a piece whose first line is 1).
 
     `fast=False` decodes every line with orjson: the reference the fast path is tested against.
-    Bytes that are not valid UTF-8 as a whole are decoded line by line too.
+    A piece that is not valid UTF-8 as a whole is decoded line by line too.
     """
-    if first_line == 1 and data.startswith(BOM):
-        data = data[len(BOM) :]
-    text = _utf8(data) if fast else None
-    if text is None:
-        rows = _decode_lines(list(enumerate(data.split(b"\n"), start=first_line)))
-    else:
-        lines = (
-            pl.Series("raw", [text])
-            .str.split("\n")
-            .explode()
-            .to_frame()
-            .with_row_index("line", offset=first_line)
-            .with_columns(pl.col("line").cast(pl.Int64))
-        )
-        plain = pl.col("raw").str.contains(FAST_LINE) & ~pl.col("raw").str.contains(_LONG_NUMBER)
-        fast_rows = _fast_rows(lines.filter(plain))
-        slow = lines.join(fast_rows.select("line"), on="line", how="anti")
-        slow_rows = _decode_lines(
-            [(number, raw.encode()) for number, raw in slow.select("line", "raw").iter_rows()]
-        )
-        rows = pl.concat([fast_rows, slow_rows]).sort("line")
+    texts: list[str] = []
+    numbered: list[tuple[int, int, int]] = []  # piece, first line, lines
+    frames = [pl.DataFrame(schema={"piece": pl.UInt32(), **LINE_SCHEMA})]
+    for piece, (first_line, data) in enumerate(pieces):
+        if first_line == 1 and data.startswith(BOM):
+            data = data[len(BOM) :]
+        text = _utf8(data) if fast else None
+        if text is None:
+            rows = _decode_lines(list(enumerate(data.split(b"\n"), start=first_line)))
+            frames.append(rows.select(pl.lit(piece, pl.UInt32).alias("piece"), pl.all()))
+        else:
+            texts.append(text)
+            numbered.append((piece, first_line, text.count("\n") + 1))
+    if texts:
+        frames.append(_decode_texts(texts, numbered))
+    rows = pl.concat(frames)
     return rows.lazy().with_columns(fingerprint(pl.col("key"))).drop("key")
+
+
+def _decode_texts(texts: list[str], numbered: list[tuple[int, int, int]]) -> pl.DataFrame:
+    """Joined with newlines, the texts split back into exactly their lines."""
+    places = pl.DataFrame(numbered, schema=["piece", "first", "count"], orient="row").select(
+        pl.col("piece").cast(pl.UInt32).repeat_by("count").explode(),
+        line=pl.int_ranges("first", pl.col("first") + pl.col("count"), dtype=pl.Int64).explode(),
+    )
+    lines = (
+        pl.Series("raw", ["\n".join(texts)])
+        .str.split("\n")
+        .explode()
+        .to_frame()
+        .with_row_index("row")
+        .hstack(places)
+    )
+    plain = pl.col("raw").str.contains(FAST_LINE) & ~pl.col("raw").str.contains(_LONG_NUMBER)
+    fast_rows = _fast_rows(lines.filter(plain))
+    slow = lines.join(fast_rows.select("row"), on="row", how="anti")
+    slow_rows = _decode_lines(
+        [(row, raw.encode()) for row, raw in slow.select("row", "raw").iter_rows()]
+    ).rename({"line": "row"})
+    slow_rows = slow_rows.with_columns(pl.col("row").cast(pl.UInt32)).join(
+        lines.select(_IDS), on="row"
+    )
+    return (
+        pl.concat([fast_rows, slow_rows.select(fast_rows.columns)])
+        .sort("row")
+        .select("piece", *LINE_SCHEMA)
+    )
+
+
+def decode_ndjson(data: bytes, *, first_line: int = 1, fast: bool = True) -> pl.LazyFrame:
+    """One row per non-blank line of NDJSON bytes (a file's, or its chunk starting at line
+    `first_line`): `decode_pieces` of one piece, without `piece`."""
+    return decode_pieces([(first_line, data)], fast=fast).drop("piece")
