@@ -4,10 +4,11 @@ Both functions take their arguments as a query string gives them, read only the 
 (never raw NDJSON) and never raise: bad input gives `{"status": "error", "message": ...}`.
 
 Every call reads the lake's snapshot pointer, so it answers from the latest run. The rollup
-files it names are immutable (a rewrite is a new file), so a process keeps what it read of them,
-prepared for both kinds of question: the totals of each file for all users, and its rows sorted
-by user for a user's (a binary search, not a scan). A notebook or API process that asks again
-pays only for the pointer and the small sums.
+files it names are immutable (a rewrite is a new file), so a process keeps what it read of a
+table as of a snapshot, prepared for both kinds of question: per-date totals for all users, and
+all rows sorted by user for one user's (a binary search, not a scan). A notebook or API process
+that asks again pays only for the pointer and the small sums; the first question after a run
+reads the table again.
 """
 
 from __future__ import annotations
@@ -76,21 +77,24 @@ def _user(user_id: Any) -> str | None:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """One rollup file, ready for either kind of question."""
+    """A rollup table as of one snapshot, ready for either kind of question."""
 
     totals: pl.DataFrame
-    """All users together: counts per event, or the sum and number of sessions."""
+    """All users together, per date: counts per event, or the sum and number of sessions."""
     by_user: pl.DataFrame
-    """Its rows sorted by user_id."""
+    """Its rows, with `date`, sorted by user_id: a user's are found by binary search."""
 
-    def of_user(self, user_id: str) -> pl.DataFrame:
-        users = self.by_user["user_id"]
-        first = users.search_sorted(user_id, side="left")
-        return self.by_user.slice(first, users.search_sorted(user_id, side="right") - first)
+    def rows(self, start: date, end: date, user_id: str | None) -> pl.DataFrame:
+        if user_id is None:
+            rows = self.totals
+        else:
+            users = self.by_user["user_id"]
+            first = users.search_sorted(user_id, side="left")
+            rows = self.by_user.slice(first, users.search_sorted(user_id, side="right") - first)
+        return rows.filter(pl.col("date").is_between(start, end))
 
 
-def _prepare(table: str, day: date, rows: pl.DataFrame) -> _Prepared:
-    rows = rows.with_columns(date=pl.lit(day))
+def _prepare(table: str, rows: pl.DataFrame) -> _Prepared:
     if table == COUNTS:
         totals = rows.group_by("date", "event").agg(pl.col("count").sum())
         return _Prepared(totals, rows.sort("user_id"))
@@ -100,42 +104,35 @@ def _prepare(table: str, day: date, rows: pl.DataFrame) -> _Prepared:
 
 
 class _Cache:
-    """Prepared rollup files by lake and name, the most recently used kept."""
+    """Prepared rollup tables by lake, table and the files that make them (the most recently
+    used few): a file is never rewritten, so the same names mean the same rows."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.files: OrderedDict[tuple[str, str], _Prepared] = OrderedDict()
+        self.tables: OrderedDict[tuple[str, str, frozenset[str]], _Prepared] = OrderedDict()
         self.lock = threading.Lock()
 
-    def get(self, lake: Lake, table: str, day: date, name: str) -> _Prepared:
-        key = (lake.url, name)
+    def get(self, lake: Lake, table: str) -> _Prepared:
+        files = lake.partition_files(table)
+        key = (lake.url, table, frozenset(files.values()))
         with self.lock:
-            found = self.files.get(key)
+            found = self.tables.get(key)
             if found is not None:
-                self.files.move_to_end(key)
+                self.tables.move_to_end(key)
                 return found
-        prepared = _prepare(table, day, lake.read_file(name))
+        frames = [pl.DataFrame(schema={**polars_schema(_MODELS[table]), "date": pl.Date()})]
+        frames += [
+            lake.read_file(name).with_columns(date=pl.lit(day)) for day, name in files.items()
+        ]
+        prepared = _prepare(table, pl.concat(frames, how="vertical_relaxed"))
         with self.lock:
-            self.files[key] = prepared
-            while len(self.files) > self.capacity:
-                self.files.popitem(last=False)
+            self.tables[key] = prepared
+            while len(self.tables) > self.capacity:
+                self.tables.popitem(last=False)
         return prepared
 
 
-_CACHE = _Cache(capacity=4096)
-
-
-def _rollup(lake: Lake, table: str, start: date, end: date, user_id: str | None) -> pl.LazyFrame:
-    """The rows of a rollup's dates in [start, end] that a query needs."""
-    frames = []
-    for day, name in sorted(lake.partition_files(table).items()):
-        if start <= day <= end:
-            prepared = _CACHE.get(lake, table, day, name)
-            frames.append(prepared.totals if user_id is None else prepared.of_user(user_id))
-    if not frames:
-        empty = _prepare(table, start, pl.DataFrame(schema=polars_schema(_MODELS[table])))
-        frames = [empty.by_user if user_id else empty.totals]
-    return pl.concat(frames, how="diagonal").lazy()
+_CACHE = _Cache(capacity=8)
 
 
 def _period_rows(
@@ -153,7 +150,7 @@ def _period_rows(
     start, end, group = query
     user = _user(user_id)
     try:
-        rows = _rollup(Lake(resolve_lake(lake)), table, start, end, user)
+        rows = _CACHE.get(Lake(resolve_lake(lake)), table).rows(start, end, user).lazy()
         return by_period(rows, start=start, end=end, group_by=group, user_id=user).collect()
     except Exception:
         log.exception("%s query failed", table)

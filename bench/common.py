@@ -129,9 +129,10 @@ def copy_floor(source: Path, repeat: int = 3) -> float:
     return min(times)
 
 
-def verdict(ratio: float, target: float, *, at_most: bool = True) -> str:
-    met = ratio <= target if at_most else ratio >= target
-    return f"{'met' if met else 'NOT met'} (target {'<=' if at_most else '>='} {target:g}x)"
+def verdict(ratio: float, target: float, *, percent: bool = False) -> str:
+    """Whether a ratio is within its target (at most `target`)."""
+    limit = f"{target:.0%}" if percent else f"{target:g}x"
+    return f"{'met' if ratio <= target else 'NOT met'} (target <= {limit})"
 
 
 def record(name: str, lines: list[str], figures: dict[str, Any]) -> None:

@@ -33,7 +33,7 @@ def main() -> None:
             f"full run over {args.events:,} events: marginal {full_marginal:.1f} s",
             f"then one new file of {args.new:,} events: marginal {new_marginal:.2f} s"
             f" (run {again.seconds:.1f} s - empty {empty.seconds:.1f} s)",
-            f"ratio {ratio:.0%}: {verdict(ratio, 0.15)}",
+            f"ratio {ratio:.0%}: {verdict(ratio, 0.15, percent=True)}",
         ],
         {"full_marginal_s": full_marginal, "new_marginal_s": new_marginal, "ratio": ratio},
     )
