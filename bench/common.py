@@ -66,7 +66,7 @@ class Run:
 PREFECT_HOME = OUT / "prefect-home"
 
 
-def track_run(lake: Path) -> Run:
+def track_run(lake: Path, extra_env: dict[str, str] | None = None) -> Run:
     """`track run --json` on `lake` in a new process: wall time, peak RSS of its process tree.
 
     Runs share one PREFECT_HOME under bench/out, made and warmed (its database created) by a
@@ -79,6 +79,7 @@ def track_run(lake: Path) -> Run:
         **os.environ,
         "PREFECT_HOME": str(PREFECT_HOME),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **(extra_env or {}),
     }
     command = [sys.executable, "-m", "flows.cli", "run", "--lake", str(lake), "--now", NOW]
     with tempfile.TemporaryFile() as out:
