@@ -240,10 +240,12 @@ def _rewrite_date(
             .with_columns(kept=pl.coalesce("kept_decided", "kept"))
             .drop("kept_decided")
         )
-    events = _validated(rows.filter("kept"), Events)
+    everything_kept = bool(rows["kept"].all())  # the usual case: spare a copy of the date
+    events = _validated(rows if everything_kept else rows.filter("kept"), Events)
     lake.write_partition(EVENTS, day, events)
     crash_point("partition-written")
     lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
+    del rows
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.write_partition(COUNTS, day, Counts.validate(counts))
 
