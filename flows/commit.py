@@ -20,6 +20,7 @@ from schemas.tables import (
     Quarantine,
     Sessions,
     Tombstones,
+    conform,
     polars_schema,
 )
 from transforms.counts import daily_counts
@@ -247,13 +248,13 @@ def _rewrite_date(
     lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
     del rows
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
-    lake.write_partition(COUNTS, day, Counts.validate(counts))
+    lake.write_partition(COUNTS, day, conform(counts, Counts))
 
 
 def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
-    columns = list(polars_schema(model))
-    rows = rows.select(columns).sort("timestamp", "source", "line")
-    return model.validate(rows) if len(rows) else rows
+    """Rows of events or duplicates, in order. Every one was validated against Events as
+    ingest staged it, or as an earlier run wrote it: here names and types are checked."""
+    return conform(rows, model).sort("timestamp", "source", "line")
 
 
 def commit_quarantine(
@@ -363,12 +364,14 @@ def rebuild_sessions(lake: Lake, *, window_start: date) -> int:
         .select("user_id", "event", "timestamp")
     )
     sessions = match_sessions(events).collect()
-    days = set(sessions["date"].to_list()) | {
+    Sessions.validate(sessions.drop("date"))  # once for all dates
+    days = set(sessions["date"].unique().to_list()) | {
         d for d in lake.partitions(SESSIONS) if d >= window_start
     }
+    by_date = sessions.partition_by("date", as_dict=True, include_key=False)
+    empty = sessions.clear().drop("date")
     for day in sorted(days):
-        rows = sessions.filter(pl.col("date") == day).drop("date")
-        lake.write_partition(SESSIONS, day, Sessions.validate(rows))
+        lake.write_partition(SESSIONS, day, conform(by_date.get((day,), empty), Sessions))
     return len(sessions)
 
 

@@ -35,7 +35,7 @@ from flows.lake import RUNS, STATE, Lake, RawFile
 from flows.lock import POLL_EVERY, LakeLock
 from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 from schemas.constants import REASONS
-from schemas.tables import Manifest, Quarantine, polars_schema
+from schemas.tables import Events, Manifest, Quarantine, polars_schema
 
 STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
@@ -174,6 +174,8 @@ class Stager:
         name = uuid.uuid4().hex
         if len(events):
             events = events.filter(~pl.col("expired")).drop("expired")
+            # The one validation of the values of these rows: the commit only moves them.
+            Events.validate(events.select(list(polars_schema(Events))))
             for (day,), part in events.partition_by("date", as_dict=True).items():
                 path = f"events/date={day.isoformat()}/{name}.parquet"
                 self.lake.write_parquet(part.drop("date"), STATE, STAGING, self.stage, path)

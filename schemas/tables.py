@@ -95,6 +95,20 @@ class Manifest(pa.DataFrameModel):
         strict = True
 
 
+def conform(rows: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
+    """The rows in a model's columns, checked for names and types only: for rows assembled
+    from rows the model already validated (its value checks hold for them by construction).
+    Raises TypeError on any difference."""
+    schema = polars_schema(model)
+    missing = [name for name in schema if name not in rows.columns]
+    if missing:
+        raise TypeError(f"{model.__name__} rows lack columns {missing}")
+    rows = rows.select(list(schema))
+    if rows.schema != schema:
+        raise TypeError(f"{model.__name__} rows have types {dict(rows.schema)}, not {dict(schema)}")
+    return rows
+
+
 def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
     """The Polars schema of a model's columns, for empty tables and casts."""
     return pl.Schema({name: col.dtype.type for name, col in model.to_schema().columns.items()})
