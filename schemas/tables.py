@@ -6,6 +6,7 @@ in the path, not in the file, so `polars.scan_parquet("<lake>/<table>/")` reads 
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 import pandera.polars as pa
@@ -109,8 +110,10 @@ def conform(rows: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
     return rows
 
 
+@functools.cache
 def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
-    """The Polars schema of a model's columns, for empty tables and casts."""
+    """The Polars schema of a model's columns, for empty tables and casts (built once a model:
+    `to_schema` costs milliseconds)."""
     return pl.Schema({name: col.dtype.type for name, col in model.to_schema().columns.items()})
 
 
