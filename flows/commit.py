@@ -38,6 +38,9 @@ DATES = pl.List(pl.Date())
 INDEX = list(INDEX_SCHEMA)
 """The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
 WORKERS = 2
+MATCH_USERS_AT_MOST = 20_000
+"""Beyond this many users with changed plays or stops, all sessions are matched again (a
+filter on a long list of users costs more than it spares)."""
 """Event dates rewritten at once (Polars and Parquet encoding release the GIL)."""
 
 
@@ -51,6 +54,8 @@ class Committed:
     clamped: int
     truncated: int
     changed_dates: list[date]
+    session_users: list[str] | None = None
+    """Users whose plays or stops changed (their sessions must be matched again); None: all."""
     dates_of_sources: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={"path": pl.String, "dates": DATES})
     )
@@ -178,11 +183,12 @@ def commit_events(
     }
     empty = pl.DataFrame(schema={"source": pl.String, "line": pl.Int64, "kept": pl.Boolean})
 
-    def rewrite(day: date) -> None:
-        _rewrite_date(lake, staged, day, sources, verdicts.get(day, empty))
+    def rewrite(day: date) -> pl.Series:
+        return _rewrite_date(lake, staged, day, sources, verdicts.get(day, empty))
 
     with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(rewrite, sorted(touched)))
+        none = pl.Series("user_id", [], pl.String)
+        users = pl.concat([none, *pool.map(rewrite, sorted(touched))]).unique()
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
     return Committed(
         accepted=len(new) - len(lost),
@@ -190,6 +196,7 @@ def commit_events(
         clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
         truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
         changed_dates=sorted(touched),
+        session_users=users.sort().to_list() if len(users) <= MATCH_USERS_AT_MOST else None,
         dates_of_sources=new.group_by(pl.col("source").cast(pl.String).alias("path")).agg(
             dates=pl.col("date").unique().sort()
         ),
@@ -220,27 +227,28 @@ def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
 
 def _rewrite_date(
     lake: Lake, staged: Staged, day: date, sources: set[str], verdicts: pl.DataFrame
-) -> None:
+) -> pl.Series:
     """Rewrite one event date: its stored rows but those of re-read sources, its new rows,
-    each kept or not as decided (`verdicts` by source and line; the rest keep their place)."""
+    each kept or not as decided (`verdicts` by source and line; the rest keep their place).
+    The users with a play or stop among the rows that came, went or changed place."""
     stored = pl.concat(
         [
             lake.read_partition(EVENTS, day, Events).with_columns(kept=pl.lit(True)),
             lake.read_partition(DUPLICATES, day, Duplicates).with_columns(kept=pl.lit(False)),
         ]
     )
-    rows = pl.concat(
-        [
-            staged.rows(day).select(EVENT_COLUMNS).with_columns(kept=pl.lit(True)),
-            stored.filter(~pl.col("source").is_in(sources)),
-        ]
-    )
+    new = staged.rows(day).select(EVENT_COLUMNS).with_columns(kept=pl.lit(True))
+    replaced = pl.col("source").is_in(sources)
+    rows = pl.concat([new, stored.filter(~replaced)])
+    moved = [new.select("event", "user_id"), stored.filter(replaced).select("event", "user_id")]
     if len(verdicts):
         rows = (
             rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
             .with_columns(kept=pl.coalesce("kept_decided", "kept"))
             .drop("kept_decided")
         )
+        moved.append(rows.join(verdicts, on=["source", "line"]).select("event", "user_id"))
+    users = pl.concat(moved).filter(pl.col("event").is_in([PLAY, STOP]))["user_id"].unique()
     everything_kept = bool(rows["kept"].all())  # the usual case: spare a copy of the date
     events = _validated(rows if everything_kept else rows.filter("kept"), Events)
     lake.write_partition(EVENTS, day, events)
@@ -249,6 +257,7 @@ def _rewrite_date(
     del rows
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.write_partition(COUNTS, day, conform(counts, Counts))
+    return users
 
 
 def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
@@ -356,13 +365,20 @@ def _delete_before(lake: Lake, tables: tuple[str, ...], window_start: date) -> i
     return deleted
 
 
-def rebuild_sessions(lake: Lake, *, window_start: date) -> int:
-    """Re-match sessions over all retained events; rewrite session dates inside the window."""
+def rebuild_sessions(lake: Lake, *, window_start: date, users: list[str] | None = None) -> int:
+    """Match again the sessions of the window, of these users (None: all users); rewrite the
+    session dates whose sessions changed. The number of sessions in the window.
+
+    A user's sessions depend on that user's plays and stops only, and none before the window
+    can change one in it, so matching again the users whose plays or stops changed is exact.
+    """
     events = (
         lake.scan(EVENTS, Events)
         .filter(pl.col("date") >= window_start, pl.col("event").is_in([PLAY, STOP]))
         .select("user_id", "event", "timestamp")
     )
+    if users is not None:
+        events = events.filter(pl.col("user_id").is_in(users))
     sessions = match_sessions(events).collect()
     Sessions.validate(sessions.drop("date"))  # once for all dates
     days = set(sessions["date"].unique().to_list()) | {
@@ -370,12 +386,19 @@ def rebuild_sessions(lake: Lake, *, window_start: date) -> int:
     }
     by_date = sessions.partition_by("date", as_dict=True, include_key=False)
     empty = sessions.clear().drop("date")
+    total = 0
     for day in sorted(days):
-        rows = conform(by_date.get((day,), empty), Sessions)
+        stored = lake.read_partition(SESSIONS, day, Sessions)
+        rows = by_date.get((day,), empty)
+        if users is not None:  # the other users' sessions stay
+            kept = stored.filter(~pl.col("user_id").is_in(users))
+            rows = pl.concat([kept, rows]).sort("user_id", "play_at")
+        rows = conform(rows, Sessions)
+        total += len(rows)
         # Most dates' sessions come out as they were: leave those files as they are.
-        if not rows.equals(lake.read_partition(SESSIONS, day, Sessions)):
+        if not rows.equals(stored):
             lake.write_partition(SESSIONS, day, rows)
-    return len(sessions)
+    return total
 
 
 def count_sessions(lake: Lake, *, window_start: date) -> int:

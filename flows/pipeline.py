@@ -237,10 +237,11 @@ def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: st
 
 
 @task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
-def rollups(lake: Lake, changed_dates: list[date], window_start: date) -> int:
-    """Re-match the sessions in the window when events changed; the sessions there."""
-    if any(d >= window_start for d in changed_dates):
-        return rebuild_sessions(lake, window_start=window_start)
+def rollups(lake: Lake, outcome: Committed, window_start: date) -> int:
+    """Match again the sessions of the users whose plays or stops changed; the sessions in the
+    window."""
+    if any(d >= window_start for d in outcome.changed_dates):
+        return rebuild_sessions(lake, window_start=window_start, users=outcome.session_users)
     return count_sessions(lake, window_start=window_start)
 
 
@@ -387,7 +388,7 @@ def _locked_run(
     deleted = drop_expired_events(store, window_start)
     outcome = commit(store, results, window_start, run_id)
     crash_point("committed")
-    sessions = rollups(store, outcome.changed_dates, window_start)
+    sessions = rollups(store, outcome, window_start)
     crash_point("rolled-up")
     deleted += publish(store, window_start, run_id)
     return _report(run_id, now, window_start, results, outcome, deleted, sessions, ignored)
