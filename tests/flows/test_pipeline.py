@@ -179,6 +179,26 @@ def test_a_replaced_file_replaces_its_contribution(lake_url):
     ]
 
 
+def test_a_replaced_file_without_a_users_plays_ends_their_sessions(lake_url):
+    drop(
+        lake_url,
+        f"date={d(3)}/a.ndjson",
+        ndjson(ev("play", "gone", day(3, 1)), ev("stop", "gone", day(3, 2))),
+    )
+    drop(lake_url, f"date={d(3)}/b.ndjson", ndjson(ev("play", "stays", day(3, 3))))
+    drop(lake_url, f"date={d(3)}/c.ndjson", ndjson(ev("stop", "stays", day(3, 4))))
+    run(lake_url)
+    assert answers(lake_url, d(3), d(3))[1][0]["sessionCount"] == 2
+    # Only "gone" had plays or stops in a.ndjson: the new a.ndjson names another user.
+    drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(ev("pause", "other", day(3, 5))))
+    assert run(lake_url)["sessions"] == 1
+    _, sessions = answers(lake_url, d(3), d(3))
+    assert sessions == [
+        {"date": d(3), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600}
+    ]
+    assert reader.sessions(d(3), d(3), user_id="gone", lake=lake_url)["data"] == []
+
+
 def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_url):
     now = datetime.now(UTC) + timedelta(minutes=1)
     drop(
