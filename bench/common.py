@@ -6,6 +6,7 @@ same run on the same files. Inputs, lakes and results live under bench/out/ (not
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -27,6 +28,16 @@ RAW_SCHEMA = dict.fromkeys(["event", "user_id", "timestamp", "metadata"], pl.Str
 
 sys.path.insert(0, str(BENCH))
 import generate  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
+
+def arguments(doc: str | None, *, events: int, files: int, **more: int) -> argparse.Namespace:
+    """A script's options: --events and --files of its input, and any more it names."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--events", type=int, default=events)
+    parser.add_argument("--files", type=int, default=files)
+    for name, default in more.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    return parser.parse_args()
 
 
 def inputs(events: int, files: int, *, seed: int = 7) -> Path:
@@ -128,6 +139,37 @@ def copy_floor(source: Path, repeat: int = 3) -> float:
         del frames
         target.unlink()
     return min(times)
+
+
+def against_copy_floor(name: str, events: int, files: int, target: float) -> None:
+    """The marginal time of a run over generated input against the plain Polars copy of the
+    same files, both measured here; the result recorded as `name`."""
+    source = inputs(events, files)
+    floor = copy_floor(source)
+    empty = empty_run()
+    full = track_run(fresh_lake(source, name))
+    assert (full.report["files"], full.report["accepted"]) == (files, events), full.report
+    seconds, line = marginal(full, empty)
+    ratio = seconds / floor
+    record(
+        name,
+        [
+            f"{events:,} events in {files:,} files",
+            f"{line}: {events / seconds:,.0f} events/s",
+            f"plain Polars copy {floor:.2f} s (the fastest of three)",
+            f"ratio {ratio:.1f}x: {verdict(ratio, target)}",
+        ],
+        {
+            "events": events,
+            "files": files,
+            "run_s": full.seconds,
+            "empty_s": empty.seconds,
+            "marginal_s": seconds,
+            "copy_s": floor,
+            "ratio": ratio,
+            "events_per_s": events / seconds,
+        },
+    )
 
 
 def verdict(ratio: float, target: float, *, percent: bool = False) -> str:

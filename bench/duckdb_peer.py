@@ -6,13 +6,23 @@ job written as DuckDB SQL (bench/duckdb_job.sql) on the same files (target: Trac
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import time
 from pathlib import Path
 
 import duckdb
-from common import BENCH, OUT, empty_run, fresh_lake, inputs, marginal, record, track_run, verdict
+from common import (
+    BENCH,
+    OUT,
+    arguments,
+    empty_run,
+    fresh_lake,
+    inputs,
+    marginal,
+    record,
+    track_run,
+    verdict,
+)
 
 
 def duckdb_job(source: Path) -> float:
@@ -32,10 +42,7 @@ def duckdb_job(source: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=3_000_000)
-    parser.add_argument("--files", type=int, default=28)
-    args = parser.parse_args()
+    args = arguments(__doc__, events=3_000_000, files=28)
     source = inputs(args.events, args.files)
     peer = duckdb_job(source)
     empty = empty_run()

@@ -6,17 +6,11 @@ new file of 20,000 events, against the full run's marginal time (target: at most
 
 from __future__ import annotations
 
-import argparse
-
-from common import add_files, empty_run, fresh_lake, inputs, record, track_run, verdict
+from common import add_files, arguments, empty_run, fresh_lake, inputs, record, track_run, verdict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=3_000_000)
-    parser.add_argument("--files", type=int, default=28)
-    parser.add_argument("--new", type=int, default=20_000)
-    args = parser.parse_args()
+    args = arguments(__doc__, events=3_000_000, files=28, new=20_000)
     source = inputs(args.events, args.files)
     lake = fresh_lake(source, "incremental")
     empty = empty_run()

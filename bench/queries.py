@@ -7,7 +7,6 @@ file of the events (target: at most 25% of it).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from common import OUT, fresh_lake, inputs, record, track_run, verdict
+from common import OUT, arguments, fresh_lake, inputs, record, track_run, verdict
 
 import reader
 
@@ -58,11 +57,7 @@ def median_ms(call: Callable[[], Any], repeat: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=3_000_000)
-    parser.add_argument("--files", type=int, default=28)
-    parser.add_argument("--repeat", type=int, default=21)
-    args = parser.parse_args()
+    args = arguments(__doc__, events=3_000_000, files=28, repeat=21)
     lake = fresh_lake(inputs(args.events, args.files), "queries")
     track_run(lake)
     start = time.perf_counter()
