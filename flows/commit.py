@@ -38,6 +38,9 @@ DATES = pl.List(pl.Date())
 INDEX = list(INDEX_SCHEMA)
 """The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
 WORKERS = 2
+PARALLEL_DATE_ROWS = 250_000
+"""Dates with more new rows than this are rewritten one at a time (a date's rows are held
+whole while it is rewritten)."""
 MATCH_USERS_AT_MOST = 20_000
 """Beyond this many users with changed plays or stops, all sessions are matched again (a
 filter on a long list of users costs more than it spares)."""
@@ -186,7 +189,9 @@ def commit_events(
     def rewrite(day: date) -> pl.Series:
         return _rewrite_date(lake, staged, day, sources, verdicts.get(day, empty))
 
-    with ThreadPoolExecutor(WORKERS) as pool:
+    largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
+    workers = WORKERS if largest <= PARALLEL_DATE_ROWS else 1  # memory: one large date at once
+    with ThreadPoolExecutor(workers) as pool:
         none = pl.Series("user_id", [], pl.String)
         users = pl.concat([none, *pool.map(rewrite, sorted(touched))]).unique()
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
