@@ -214,7 +214,8 @@ def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
     live record, kept as it was."""
     # Copies of one record share fingerprint and instant, so they share this 64-bit mix of
     # both; a clash of two records only adds candidates (deduplicate compares whole keys).
-    mix = pl.col("fingerprint") ^ pl.col("sent_at").dt.epoch("ms").cast(pl.UInt64)
+    instant = pl.col("sent_at").dt.epoch("ms").cast(pl.UInt64, wrap_numerical=True)
+    mix = pl.col("fingerprint") ^ instant
     several = mix.is_duplicated()
     if len(tombstones):
         gone = tombstones.select(RECORD_KEY).unique().with_columns(_gone=pl.lit(True))
