@@ -4,7 +4,7 @@ Polars' NDJSON reader re-escapes metadata wrongly and infers structs that drop k
 (shared/ECOSYSTEM.md), so it is not used. Two paths give the same rows:
 
 - the fast path, Polars string expressions over every line at once, takes the lines in the
-  plain shape most producers write (`FAST_LINE`: the four fields in order, a flat metadata
+  plain shape most producers write (`FAST_LINE`: the fields in order, a flat metadata
   object of plain strings, short numbers, booleans and nulls, no escapes). For those, the
   compact metadata and the dedup key are text operations, exactly what orjson would give;
 - every other line is decoded with orjson, strict RFC 8259 and exact: escapes, nesting,
@@ -57,9 +57,10 @@ _NUMBER = (
 )
 _PAIR = rf'"{_KEY}": ?(?:"{_PLAIN}"|true|false|null|{_NUMBER})'
 FAST_LINE = (
-    rf'^\{{"event": ?"{_PLAIN}", ?"user_id": ?"{_PLAIN}", ?"timestamp": ?"{_PLAIN}", ?'
-    rf'"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}}\}}\r?$'
+    rf'^\{{"event": ?"{_PLAIN}", ?"user_id": ?"{_PLAIN}"(?:, ?"timestamp": ?"{_PLAIN}")?'
+    rf'(?:, ?"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}})?\}}\r?$'
 )
+"""The plain shape: event and user_id, then timestamp and metadata if present, in that order."""
 _LONG_NUMBER = r"[0-9.]{17}"
 _INTEGER_VALUE = r'(":-?[0-9]+)([,}])'
 
@@ -181,6 +182,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     occur only between tokens, so removing their spaces gives the compact text.
     """
     fields = pl.col("raw").str.splitn('"', 13)  # the 13th holds the rest
+    has_metadata = pl.col("raw").str.contains('"metadata":', literal=True)
     metadata = (
         pl.col("raw")
         .str.slice(pl.col("raw").str.find('"metadata":', literal=True) + len('"metadata":'))
@@ -191,13 +193,15 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         .str.replace_all(', "', ',"', literal=True)
     )
     parsed = (
-        lines.with_columns(fields=fields, metadata=metadata).select(
+        lines.with_columns(fields=fields, metadata=pl.when(has_metadata).then(metadata)).select(
             *_IDS,
             "raw",
             "metadata",
             event=pl.col("fields").struct[3],
             user_id=pl.col("fields").struct[7],
-            timestamp=pl.col("fields").struct[11],
+            timestamp=pl.when(pl.col("fields").struct[9] == "timestamp").then(
+                pl.col("fields").struct[11]
+            ),
         )
     ).with_columns(
         # `key":value` texts, the key's opening quote dropped; integers as doubles.
@@ -207,9 +211,9 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         .str.strip_suffix("}")
         .str.split(',"')
     )
+    keys = pl.col("pairs").list.eval(pl.element().str.split_exact('"', 1).struct[0])
     parsed = parsed.filter(
-        pl.col("pairs").list.eval(pl.element().str.split_exact('"', 1).struct[0]).list.n_unique()
-        == pl.col("pairs").list.len()
+        pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
     )
     text = pl.String()
     # list.eval(sort) rather than list.sort: 50 times faster on short lists (Polars 2.1).
@@ -224,17 +228,25 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         user_id="user_id",
         user_id_type=pl.lit("string"),
         timestamp="timestamp",
-        timestamp_type=pl.lit("string"),
+        timestamp_type=pl.when(pl.col("timestamp").is_null())
+        .then(pl.lit("null"))
+        .otherwise(pl.lit("string")),
         metadata="metadata",
-        metadata_type=pl.lit("object"),
+        metadata_type=pl.when(pl.col("metadata").is_null())
+        .then(pl.lit("null"))
+        .otherwise(pl.lit("object")),
         key=pl.concat_str(
             pl.lit('["'),
             "event",
             pl.lit('","'),
             "user_id",
-            pl.lit('",{'),
-            pl.when(pl.col("metadata") == "{}").then(pl.lit("")).otherwise('"' + sorted_pairs),
-            pl.lit("}]"),
+            pl.lit('",'),
+            pl.when(pl.col("metadata").is_null())
+            .then(pl.lit("null"))
+            .when(pl.col("metadata") == "{}")
+            .then(pl.lit("{}"))
+            .otherwise('{"' + sorted_pairs + "}"),
+            pl.lit("]"),
         ),
     )
 
