@@ -122,7 +122,7 @@ class _Cache:
                 return found
         frames = [pl.DataFrame(schema={**polars_schema(_MODELS[table]), "date": pl.Date()})]
         frames += [
-            lake.read_file(name).with_columns(date=pl.lit(day)) for day, name in files.items()
+            lake.read_parquet(name).with_columns(date=pl.lit(day)) for day, name in files.items()
         ]
         prepared = _prepare(table, pl.concat(frames, how="vertical_relaxed"))
         with self.lock:

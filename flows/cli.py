@@ -72,17 +72,20 @@ def _print_report(report: dict[str, Any]) -> None:
 _PREFECT_HOME_LOCK: list[Any] = []
 
 
+def _needs_temporary_server() -> bool:
+    """True when no Prefect server is configured (PREFECT_API_URL or the active profile)."""
+    return not os.environ.get("PREFECT_API_URL") and not _profile_has_server(_home())
+
+
 def _own_prefect_home_if_shared() -> None:
     """Give this run its own Prefect home when another `track run` is using the shared one.
 
     Without a Prefect server, each run starts a temporary one on the SQLite database in
     PREFECT_HOME, and two processes on one database fail with `database is locked`. The first run
     keeps the shared (warm) home; a run that finds it taken works in a fresh one of its own.
-    Call before Prefect is imported.
+    Call before Prefect is imported, only when there is no server.
     """
     home = _home()
-    if os.environ.get("PREFECT_API_URL") or _profile_has_server(home):
-        return
     os.makedirs(home, exist_ok=True)
     handle = open(os.path.join(home, ".track-run.lock"), "w")  # held until the process exits
     try:
@@ -150,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if answer["status"] == "success" else 1
     if args.command == "run":
         server = None
-        if "prefect" not in sys.modules:
+        if "prefect" not in sys.modules and _needs_temporary_server():
             _own_prefect_home_if_shared()
-            if not os.environ.get("PREFECT_API_URL") and not _profile_has_server(_home()):
-                server = TemporaryServer()  # starts while the imports of _run go on
+            server = TemporaryServer()  # starts while the imports of _run go on
         return _run(args, lake, server)
     from prefect import serve
     from prefect.settings import get_current_settings

@@ -11,7 +11,7 @@ import polars as pl
 
 from flows.faults import crash_point
 from flows.ingest import FileResult
-from flows.lake import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake
+from flows.lake import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake, partition_date
 from schemas.tables import (
     Counts,
     Duplicates,
@@ -33,18 +33,16 @@ TOMBSTONES = "tombstones"
 EVENT_SCHEMA_STAGED = {n: t for n, t in EVENT_SCHEMA.items() if n not in ("date", "expired")}
 INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
 DATES = pl.List(pl.Date())
-
-
 INDEX = list(INDEX_SCHEMA)
 """The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
 WORKERS = 2
+"""Event dates rewritten at once (Polars and Parquet encoding release the GIL)."""
 PARALLEL_DATE_ROWS = 250_000
 """Dates with more new rows than this are rewritten one at a time (a date's rows are held
 whole while it is rewritten)."""
 MATCH_USERS_AT_MOST = 20_000
 """Beyond this many users with changed plays or stops, all sessions are matched again (a
 filter on a long list of users costs more than it spares)."""
-"""Event dates rewritten at once (Polars and Parquet encoding release the GIL)."""
 
 
 @dataclass
@@ -74,7 +72,7 @@ class Staged:
     files: list[tuple[str, frozenset[str]]]
 
     def dates(self) -> set[date]:
-        return {date.fromisoformat(name.split("date=")[1][:10]) for name, _ in self.files}
+        return {_staged_date(name) for name, _ in self.files}
 
     def rows(
         self,
@@ -84,19 +82,28 @@ class Staged:
         categorical_source: bool = False,
     ) -> pl.DataFrame:
         """The staged rows (of one date), with `date`; only `columns` if given."""
-        frames = [pl.DataFrame(schema={**EVENT_SCHEMA_STAGED, "date": pl.Date()})]
-        if columns is not None:
-            frames = [frames[0].select(*columns, "date")]
+        # Each file's sources are cast as it is read: with categories, the paths of all the
+        # new rows are never held at once.
         source = pl.col("source").cast(pl.Categorical if categorical_source else pl.String)
+        empty = pl.DataFrame(schema={**EVENT_SCHEMA_STAGED, "date": pl.Date()})
+        frames = [empty.select(*(columns or EVENT_SCHEMA_STAGED), "date").with_columns(source)]
         for name, superseded in self.files:
-            at = date.fromisoformat(name.split("date=")[1][:10])
+            at = _staged_date(name)
             if day is not None and at != day:
                 continue
             rows = self.lake.read_parquet(self.folder, name, columns=columns)
             if superseded:
                 rows = rows.filter(~pl.col("source").is_in(superseded))
             frames.append(rows.with_columns(source, date=pl.lit(at)))
-        return pl.concat([frame.with_columns(source) for frame in frames])
+        return pl.concat(frames)
+
+
+def _staged_date(name: str) -> date:
+    """The date of a staged file `events/date=D/<id>.parquet`."""
+    found = partition_date(name.split("/")[1])
+    if found is None:
+        raise ValueError(f"not a staged events file: {name}")
+    return found
 
 
 def _stored_index(lake: Lake, days: set[date]) -> pl.DataFrame:
@@ -248,12 +255,9 @@ def _rewrite_date(
     rows = pl.concat([new, stored.filter(~replaced)])
     moved = [new.select("event", "user_id"), stored.filter(replaced).select("event", "user_id")]
     if len(verdicts):
-        rows = (
-            rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
-            .with_columns(kept=pl.coalesce("kept_decided", "kept"))
-            .drop("kept_decided")
-        )
-        moved.append(rows.join(verdicts, on=["source", "line"]).select("event", "user_id"))
+        rows = rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
+        moved.append(rows.filter(pl.col("kept_decided").is_not_null()).select("event", "user_id"))
+        rows = rows.with_columns(kept=pl.coalesce("kept_decided", "kept")).drop("kept_decided")
     users = pl.concat(moved).filter(pl.col("event").is_in([PLAY, STOP]))["user_id"].unique()
     everything_kept = bool(rows["kept"].all())  # the usual case: spare a copy of the date
     events = _validated(rows if everything_kept else rows.filter("kept"), Events)

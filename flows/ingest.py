@@ -204,7 +204,7 @@ class Batch:
         self._parse()
 
     def _parse(self) -> None:
-        events, quarantine = pl.DataFrame(), pl.concat(self.rejected or [_as_quarantine(_NONE)])
+        events, quarantine = pl.DataFrame(), pl.concat(self.rejected or [_NONE])
         if self.lines:
             events, bad = parse_lines(pl.concat(self.lines), window_start=self.window_start)
             quarantine = pl.concat([quarantine, bad])

@@ -252,10 +252,6 @@ class Lake:
         parts = self._view().tables.get(table, {})
         return {date.fromisoformat(d): name for d, name in parts.items()}
 
-    def read_file(self, name: str) -> pl.DataFrame:
-        """A Parquet file of the lake, by the name the snapshot gives it."""
-        return self._read(name)
-
     def scan(self, table: str, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
         """A table with its `date` key as a column, from the files the snapshot names."""
         parts = self._view().tables.get(table, {})

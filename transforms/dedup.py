@@ -17,17 +17,10 @@ def deduplicate(copies: pl.LazyFrame, *, tombstones: pl.LazyFrame) -> pl.LazyFra
     copy of it is ever kept again.
     """
     gone = tombstones.select(RECORD_KEY).unique().with_columns(_gone=pl.lit(True))
-    # Most records have one copy: only those with several are sorted (rows come out unsorted).
-    marked = copies.with_columns(_several=pl.struct(RECORD_KEY).is_duplicated())
-    several = (
-        marked.filter("_several")
-        .sort(*RECORD_KEY, *COPY_ORDER)
-        .with_columns(kept=pl.struct(RECORD_KEY).is_first_distinct())
-    )
-    alone = marked.filter(~pl.col("_several")).with_columns(kept=pl.lit(True))
     return (
-        pl.concat([several, alone])
+        copies.sort(*RECORD_KEY, *COPY_ORDER)
+        .with_columns(kept=pl.struct(RECORD_KEY).is_first_distinct())
         .join(gone, on=RECORD_KEY, how="left")
         .with_columns(kept=pl.col("kept") & pl.col("_gone").is_null())
-        .drop("_gone", "_several")
+        .drop("_gone")
     )
