@@ -138,6 +138,19 @@ def _no_stray_files(lake_url: str) -> None:
                 assert path[len(root.rstrip("/")) + 1 :] in live, path
 
 
+def test_track_run_stops_the_temporary_server_it_started(tmp_path):
+    # No Prefect server configured: `track run` starts Prefect's temporary one itself, in its
+    # own process group here; once the run has exited, nothing of that group may be left.
+    started = _track_run(str(tmp_path / "lake"))
+    process = started[0]
+    assert process.wait(timeout=300) == 0
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
+    finally:
+        _finish(started)
+
+
 @pytest.fixture(scope="module")
 def after_answers(prefect_harness):
     """The answers of uninterrupted runs over both drops."""
