@@ -6,7 +6,8 @@ Polars' NDJSON reader re-escapes metadata wrongly and infers structs that drop k
 - the fast path, Polars string expressions over every line at once, takes the lines in the
   plain shape most producers write (`FAST_LINE`: the fields in order, a flat metadata
   object of plain strings, short numbers, booleans and nulls, no escapes). For those, the
-  compact metadata and the dedup key are text operations, exactly what orjson would give;
+  compact metadata and the parts of the dedup fingerprint are text operations, exactly what
+  orjson would give;
 - every other line is decoded with orjson, strict RFC 8259 and exact: escapes, nesting,
   exponents, long numbers, other key orders, bad input.
 
@@ -39,29 +40,27 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "timestamp_type": pl.String(),
     "metadata": pl.String(),
     "metadata_type": pl.String(),
-    "key": pl.String(),
+    "record": pl.String(),
+    "pairs": pl.List(pl.String()),
 }
-"""What each path gives; decode_ndjson then replaces `key` with its `fingerprint`."""
+"""What each path gives; decode_ndjson then replaces `record` and `pairs` (the parts of the
+dedup key, `dedup_parts`) with their `fingerprint`."""
 
 # A string with nothing to unescape, and that orjson writes back as it is.
 _PLAIN = r'[^"\\\x00-\x1f]*'
-# Keys also without space or "!": `"` then sorts before every character a key can hold, so
-# sorting `key":value` texts sorts by key (a key before every longer key it starts).
-_KEY = r'[^"\\\x00-\x21]*'
 # Numbers whose text is what orjson writes for their double (canonically: ints add `.0`):
-# integers of at most 15 digits, and decimals without exponent or trailing zero (but `N.0`),
-# at least 0.0001; `_LONG_NUMBER` sends more than 15 digits to orjson.
+# at most 15 significant digits (a double keeps 15), no exponent, no trailing zero but `N.0`,
+# at least 0.0001 (orjson writes smaller ones with an exponent).
 _NUMBER = (
-    r"0|-?[1-9][0-9]{0,14}|(?:0|-?[1-9][0-9]*)\.0"
-    r"|-?(?:[1-9][0-9]*\.[0-9]*[1-9]|0\.0{0,3}[1-9](?:[0-9]*[1-9])?)"
+    r"0|-?[1-9][0-9]{0,14}|(?:0|-?[1-9][0-9]{0,14})\.0"
+    r"|-?(?:[1-9][0-9]{0,6}\.[0-9]{0,7}[1-9]|0\.0{0,3}[1-9](?:[0-9]{0,13}[1-9])?)"
 )
-_PAIR = rf'"{_KEY}": ?(?:"{_PLAIN}"|true|false|null|{_NUMBER})'
+_PAIR = rf'"{_PLAIN}": ?(?:"{_PLAIN}"|true|false|null|{_NUMBER})'
 FAST_LINE = (
     rf'^\{{"event": ?"{_PLAIN}", ?"user_id": ?"{_PLAIN}"(?:, ?"timestamp": ?"{_PLAIN}")?'
     rf'(?:, ?"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}})?\}}\r?$'
 )
 """The plain shape: event and user_id, then timestamp and metadata if present, in that order."""
-_LONG_NUMBER = r"[0-9.]{17}"
 _INTEGER_VALUE = r'(":-?[0-9]+)([,}])'
 
 
@@ -100,23 +99,38 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def dedup_key(event: Any, user_id: Any, metadata: Any) -> str:
-    """The text that makes two records alike, apart from their instant (SPEC 3.6).
+def dedup_parts(event: Any, user_id: Any, metadata: Any) -> tuple[str, list[str] | None]:
+    """The texts that make two records alike, apart from their instant (SPEC 3.6): equal JSON
+    values give equal texts.
 
-    Compact JSON of [event, user_id, metadata] with sorted keys and every number as a double,
-    so equal JSON values give equal text.
+    `record`: compact JSON of [event, user_id, metadata], every number a double, with `{}` for
+    any metadata object; `pairs`: for an object, each `key":value` (compact, the key's opening
+    quote left out, numbers as doubles, nested keys sorted), in any order; else None.
     """
-    return orjson.dumps([event, user_id, canonical(metadata)], option=orjson.OPT_SORT_KEYS).decode()
+    if not isinstance(metadata, dict):
+        return _sorted_json([event, user_id, canonical(metadata)]), None
+    pairs = [
+        orjson.dumps(key).decode()[1:] + ":" + _sorted_json(canonical(value))
+        for key, value in metadata.items()
+    ]
+    return _sorted_json([event, user_id, {}]), pairs
 
 
-def fingerprint(key: pl.Expr) -> pl.Expr:
-    """64-bit XXH3 of the dedup key: a published algorithm, stable across versions, unlike
-    Polars' own `hash`. Records are alike when fingerprint and instant are equal."""
-    return plh.col(key.meta.output_name()).nchash.xxh3_64().alias("fingerprint")
+def _sorted_json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def fingerprint(record: pl.Expr, pairs: pl.Expr) -> pl.Expr:
+    """64 bits that are equal for records alike: the sum (modulo 2**64) of the XXH3-64 of
+    `record` and of each of `pairs` (`dedup_parts`). XXH3 is a published algorithm, stable
+    across versions, unlike Polars' own `hash`; a sum needs no sorting of the pairs, so key
+    order cannot matter. Records are alike when fingerprint and instant are equal."""
+    each = pairs.list.eval(plh.col("").nchash.xxh3_64()).list.sum().fill_null(0)
+    return (plh.col(record.meta.output_name()).nchash.xxh3_64() + each).alias("fingerprint")
 
 
 def _bad(line_no: int, raw: str, reason: str, message: str) -> tuple[Any, ...]:
-    return (line_no, raw, reason, message) + (None,) * 9
+    return (line_no, raw, reason, message) + (None,) * 10
 
 
 def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
@@ -163,7 +177,7 @@ def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
         json_type(timestamp),
         orjson.dumps(metadata).decode() if isinstance(metadata, dict) else None,
         json_type(metadata),
-        dedup_key(event, user_id, metadata),
+        *dedup_parts(event, user_id, metadata),
     )
 
 
@@ -205,19 +219,22 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         )
     ).with_columns(
         # `key":value` texts, the key's opening quote dropped; integers as doubles.
-        pairs=pl.col("metadata")
-        .str.replace_all(_INTEGER_VALUE, "${1}.0${2}")
-        .str.strip_prefix('{"')
-        .str.strip_suffix("}")
-        .str.split(',"')
+        pairs=pl.when(pl.col("metadata") != "{}").then(
+            pl.col("metadata")
+            .str.replace_all(_INTEGER_VALUE, "${1}.0${2}")
+            .str.strip_prefix('{"')
+            .str.strip_suffix("}")
+            .str.split(',"')
+        )
     )
+    # A key given twice: orjson keeps the last value; let it decide.
     keys = pl.col("pairs").list.eval(pl.element().str.split_exact('"', 1).struct[0])
     parsed = parsed.filter(
-        pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
+        pl.col("metadata").is_null()
+        | (pl.col("metadata") == "{}")
+        | (keys.list.n_unique() == pl.col("pairs").list.len())
     )
     text = pl.String()
-    # list.eval(sort) rather than list.sort: 50 times faster on short lists (Polars 2.1).
-    sorted_pairs = pl.col("pairs").list.eval(pl.element().sort()).list.join(',"')
     return parsed.select(
         *_IDS,
         "raw",
@@ -235,18 +252,15 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         metadata_type=pl.when(pl.col("metadata").is_null())
         .then(pl.lit("null"))
         .otherwise(pl.lit("object")),
-        key=pl.concat_str(
+        record=pl.concat_str(
             pl.lit('["'),
             "event",
             pl.lit('","'),
             "user_id",
-            pl.lit('",'),
-            pl.when(pl.col("metadata").is_null())
-            .then(pl.lit("null"))
-            .when(pl.col("metadata") == "{}")
-            .then(pl.lit("{}"))
-            .otherwise('{"' + sorted_pairs + "}"),
-            pl.lit("]"),
+            pl.when(pl.col("metadata").is_null()).then(pl.lit('",null]')).otherwise(pl.lit('",{}]')),
+        ),
+        pairs=pl.when(pl.col("metadata").is_not_null()).then(
+            pl.col("pairs").fill_null(pl.lit([], pl.List(text)))
         ),
     )
 
@@ -289,7 +303,8 @@ def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.L
     if texts:
         frames.append(_decode_texts(texts, numbered))
     rows = pl.concat(frames)
-    return rows.lazy().with_columns(fingerprint(pl.col("key"))).drop("key")
+    parts = pl.col("record"), pl.col("pairs")
+    return rows.lazy().with_columns(fingerprint(*parts)).drop("record", "pairs")
 
 
 def _decode_texts(texts: list[str], numbered: list[tuple[int, int, int]]) -> pl.DataFrame:
@@ -306,8 +321,7 @@ def _decode_texts(texts: list[str], numbered: list[tuple[int, int, int]]) -> pl.
         .with_row_index("row")
         .hstack(places)
     )
-    plain = pl.col("raw").str.contains(FAST_LINE) & ~pl.col("raw").str.contains(_LONG_NUMBER)
-    fast_rows = _fast_rows(lines.filter(plain))
+    fast_rows = _fast_rows(lines.filter(pl.col("raw").str.contains(FAST_LINE)))
     slow = lines.join(fast_rows.select("row"), on="row", how="anti")
     slow_rows = _decode_lines(
         [(row, raw.encode()) for row, raw in slow.select("row", "raw").iter_rows()]

@@ -6,11 +6,12 @@ import json
 
 import orjson
 import polars as pl
+import polars_hash as plh
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transforms.parse import FAST_LINE, decode_ndjson, dedup_key
+from transforms.parse import FAST_LINE, decode_ndjson
 
 
 def _rows(data: bytes) -> list[dict]:
@@ -110,7 +111,9 @@ def test_fields_and_their_json_types():
     ],
 )
 def test_fingerprint_compares_metadata_as_json_values(a, b, same):
-    assert (dedup_key("e", "u", a) == dedup_key("e", "u", b)) is same
+    lines = [json.dumps({"event": "e", "user_id": "u", "metadata": m}) for m in (a, b)]
+    rows = decode_ndjson("\n".join(lines).encode()).collect()
+    assert (rows["fingerprint"][0] == rows["fingerprint"][1]) is same
 
 
 def test_empty_file_gives_no_rows():
@@ -135,8 +138,8 @@ _plain_number = st.sampled_from(
         "-154.0",
         "0.0",
         "0.0001",
-        "3.14159265358979",
-        "12345678901234.5",
+        "1234567.12345678",
+        "-0.000123456789012345",
     ]
 )
 _other_number = st.sampled_from(
@@ -150,6 +153,9 @@ _other_number = st.sampled_from(
         "0.000001",
         "0.1000000000000000055511",
         "123456789012345.6",
+        "3.14159265358979",
+        "12345678.1234567",
+        "0.0001234567890123456",
     ]
 )
 _scalar = st.one_of(
@@ -218,3 +224,22 @@ def test_generated_bench_lines_take_the_fast_path():
         }
     )
     assert pl.Series([line, line.replace(" ", "")]).str.contains(FAST_LINE).all()
+
+
+def test_fingerprint_sums_wrap_around_as_stored_lakes_expect():
+    # Stored fingerprints are sums modulo 2**64: a Polars that stopped wrapping would change
+    # them, and new copies would no longer meet the old ones.
+    big = pl.Series([[2**63, 2**63 + 5]], dtype=pl.List(pl.UInt64))
+    assert big.list.sum().item() == 5
+    assert pl.select(pl.lit(2**64 - 1, pl.UInt64) + pl.lit(3, pl.UInt64)).item() == 2
+
+
+def test_fingerprint_is_the_sum_of_the_xxh3_of_its_parts():
+    # The definition the README gives; a change would split old copies from new ones.
+    parts = pl.DataFrame({"text": ['["e","u",{}]', 'a":1.0', 'b":"x"']})
+    hashes = parts.select(plh.col("text").nchash.xxh3_64())["text"].to_list()
+    assert hashes[0] == 4458556886839030400  # XXH3-64 itself (as the xxhash package gives)
+    line = b'{"event":"e","user_id":"u","metadata":{"b":"x","a":1}}'
+    for fast in (True, False):
+        found = decode_ndjson(line, fast=fast).collect()["fingerprint"].item()
+        assert found == sum(hashes) % 2**64
