@@ -37,7 +37,7 @@ import fsspec
 import pandera.polars as pa
 import polars as pl
 
-from schemas.constants import RAW_SUFFIXES
+from schemas.constants import FINGERPRINT, RAW_SUFFIXES
 from schemas.tables import polars_schema
 
 RAW = "raw"
@@ -96,6 +96,10 @@ def is_raw_name(name: str) -> bool:
     return not name.startswith((".", "_")) and name.endswith(RAW_SUFFIXES)
 
 
+class LakeFormatError(RuntimeError):
+    """A lake written by a version of Track whose stored rows this one cannot extend."""
+
+
 @dataclass
 class Snapshot:
     """The live files of a lake: one per partition of each table, one per state table."""
@@ -105,6 +109,8 @@ class Snapshot:
     state: dict[str, str] = field(default_factory=dict)
     """state table name -> file path under the root"""
     window_start: str | None = None
+    fingerprint: str | None = FINGERPRINT
+    """How the stored events were fingerprinted (None: before the lake said so)."""
     superseded: list[str] = field(default_factory=list)
     """Files this run replaced: deleted once its snapshot is live (never stored)."""
 
@@ -173,11 +179,22 @@ class Lake:
             value = json.loads(self.fs.cat_file(self.path(STATE, POINTER)))
         except FileNotFoundError:
             return Snapshot()
-        return Snapshot(value["tables"], value["state"], value.get("window_start"))
+        return Snapshot(
+            value["tables"], value["state"], value.get("window_start"), value.get("fingerprint")
+        )
 
     def begin(self) -> Lake:
-        """Start a run on a private copy of the live snapshot."""
+        """Start a run on a private copy of the live snapshot; refuse a lake whose stored
+        events were fingerprinted by another version of Track."""
         live = self.live()
+        stored = live.tables.get(EVENTS) or live.tables.get(DUPLICATES)
+        if stored and live.fingerprint != FINGERPRINT:
+            made = f"as {live.fingerprint}" if live.fingerprint else "by an older Track"
+            raise LakeFormatError(
+                f"{self.url} holds events fingerprinted {made}, not as {FINGERPRINT}: new copies"
+                " of them would not be recognised. Rebuild it from raw/: delete everything but"
+                " raw/ and run again."
+            )
         self.run = Snapshot(
             {t: dict(p) for t, p in live.tables.items()}, dict(live.state), live.window_start
         )
@@ -186,7 +203,12 @@ class Lake:
     def commit(self) -> None:
         """Make the run's snapshot live in one atomic write, then delete what it superseded."""
         run = self._run()
-        value = {"tables": run.tables, "state": run.state, "window_start": run.window_start}
+        value = {
+            "tables": run.tables,
+            "state": run.state,
+            "window_start": run.window_start,
+            "fingerprint": FINGERPRINT,
+        }
         self._write_bytes(self.path(STATE, POINTER), json.dumps(value, indent=1).encode())
         for name in run.superseded:
             self._delete_file(name)

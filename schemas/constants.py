@@ -49,3 +49,8 @@ REASONS = (
 
 RAW_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 """Names a producer may drop under raw/date=YYYY-MM-DD/."""
+
+FINGERPRINT = "xxh3-64-sum"
+"""How the stored `fingerprint` of events and duplicates is made (transforms.parse.fingerprint).
+A lake's snapshot names it; a run refuses a lake whose rows were fingerprinted otherwise, as
+new copies would not meet the stored ones."""

@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 import reader
+from flows.lake import LakeFormatError
 from flows.pipeline import pipeline
 from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
 
@@ -362,3 +363,20 @@ def test_the_same_file_dropped_twice_in_one_run_counts_once(lake_url):
     assert (report["files"], report["accepted"], report["duplicates"]) == (2, 3, 3)
     metrics, _ = answers(lake_url, d(3), d(-1))
     assert sum(n for row in metrics for k, n in row.items() if k != "date") == 3
+
+
+def test_a_lake_fingerprinted_by_another_version_is_refused_untouched(lake_url):
+    drop(lake_url, f"date={d(2)}/a.ndjson", ndjson(ev("play", "u", day(2, 1))))
+    run(lake_url)
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    pointer = f"{root}/_state/snapshot.json"
+    live = json.loads(fs.cat_file(pointer))
+    assert live["fingerprint"] == "xxh3-64-sum"
+    del live["fingerprint"]  # as the versions before the marker wrote it
+    fs.pipe_file(pointer, json.dumps(live).encode())
+    before = reader.metrics(d(2), d(2), lake=lake_url)
+    drop(lake_url, f"date={d(2)}/b.ndjson", ndjson(ev("play", "u", day(2, 1))))
+    with pytest.raises(LakeFormatError, match="Rebuild it from raw/"):
+        run(lake_url)
+    assert json.loads(fs.cat_file(pointer)) == live
+    assert reader.metrics(d(2), d(2), lake=lake_url) == before
