@@ -125,12 +125,15 @@ def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) ->
             lock_wait=args.wait,
         )
     except Exception as exc:  # the flow's own log has the traceback
-        print(
-            f"track run failed: {type(exc).__name__}: {exc}\n"
-            "Nothing of this run was committed: the reader still answers as before it, "
-            "and the next run finishes the job.",
-            file=sys.stderr,
+        from flows.lake import LakeFormatError
+
+        then = (
+            "Nothing was changed."
+            if isinstance(exc, LakeFormatError)
+            else "Nothing of this run was committed: the reader still answers as before it, "
+            "and the next run finishes the job."
         )
+        print(f"track run failed: {type(exc).__name__}: {exc}\n{then}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(report))

@@ -61,7 +61,6 @@ FAST_LINE = (
     rf'(?:, ?"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}})?\}}\r?$'
 )
 """The plain shape: event and user_id, then timestamp and metadata if present, in that order."""
-_INTEGER_VALUE = r'(":-?[0-9]+)([,}])'
 
 
 def json_type(value: Any) -> str:
@@ -105,15 +104,22 @@ def dedup_parts(event: Any, user_id: Any, metadata: Any) -> tuple[str, list[str]
 
     `record`: compact JSON of [event, user_id, metadata], every number a double, with `{}` for
     any metadata object; `pairs`: for an object, each `key":value` (compact, the key's opening
-    quote left out, numbers as doubles, nested keys sorted), in any order; else None.
+    quote left out, nested keys sorted, numbers as doubles: a value that is one without its
+    trailing `.0`, as the fast path reads `1` and `1.0`), in any order; else None.
     """
     if not isinstance(metadata, dict):
         return _sorted_json([event, user_id, canonical(metadata)]), None
     pairs = [
-        orjson.dumps(key).decode()[1:] + ":" + _sorted_json(canonical(value))
-        for key, value in metadata.items()
+        orjson.dumps(key).decode()[1:] + ":" + _value_text(value) for key, value in metadata.items()
     ]
     return _sorted_json([event, user_id, {}]), pairs
+
+
+def _value_text(value: Any) -> str:
+    """A metadata value as its pair holds it: a number without a trailing `.0`."""
+    value = canonical(value)
+    text = _sorted_json(value)
+    return text.removesuffix(".0") if isinstance(value, float) else text
 
 
 def _sorted_json(value: Any) -> str:
@@ -218,13 +224,14 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
             ),
         )
     ).with_columns(
-        # `key":value` texts, the key's opening quote dropped; integers as doubles.
+        # `key":value` texts, the key's opening quote dropped.
         pairs=pl.when(pl.col("metadata") != "{}").then(
             pl.col("metadata")
-            .str.replace_all(_INTEGER_VALUE, "${1}.0${2}")
             .str.strip_prefix('{"')
             .str.strip_suffix("}")
             .str.split(',"')
+            # A pair ends in `.0` only if its value is a number (strings end in a quote).
+            .list.eval(pl.element().str.strip_suffix(".0"))
         )
     )
     # A key given twice: orjson keeps the last value; let it decide.
@@ -321,11 +328,18 @@ def _decode_texts(texts: list[str], numbered: list[tuple[int, int, int]]) -> pl.
         .with_row_index("row")
         .hstack(places)
     )
-    fast_rows = _fast_rows(lines.filter(pl.col("raw").str.contains(FAST_LINE)))
-    slow = lines.join(fast_rows.select("row"), on="row", how="anti")
+    plain = pl.col("raw").str.contains(FAST_LINE)
+    lines = lines.with_columns(plain=plain)
+    fast_rows = _fast_rows(lines.filter("plain"))
+    if len(fast_rows) == lines["plain"].sum():
+        slow = lines.filter(~pl.col("plain"))
+    else:  # plain lines that name a key twice
+        slow = lines.join(fast_rows.select("row"), on="row", how="anti")
     slow_rows = _decode_lines(
         [(row, raw.encode()) for row, raw in slow.select("row", "raw").iter_rows()]
     ).rename({"line": "row"})
+    if slow_rows.is_empty():  # the usual case: the fast rows are all, in order
+        return fast_rows.select("piece", *LINE_SCHEMA)
     slow_rows = slow_rows.with_columns(pl.col("row").cast(pl.UInt32)).join(
         lines.select(_IDS), on="row"
     )
