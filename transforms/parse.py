@@ -272,11 +272,20 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _utf8(data: bytes) -> str | None:
+def _is_utf8(data: bytes) -> bool:
     try:
-        return data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError:
-        return None
+        return False
+    return True
+
+
+def _lines(data: bytes) -> pl.Series:
+    """UTF-8 bytes split on newlines, as `bytes.split` would split them, but for the blank
+    line after a final newline (or of no bytes)."""
+    if b"\r" in data:  # Polars' line reader drops the CR of CRLF; a line as sent keeps it
+        return pl.Series("raw", [data.decode()]).str.split("\n").explode()
+    return pl.read_lines(data, name="raw")["raw"]
 
 
 _IDS = ["row", "piece", "line"]
@@ -294,19 +303,18 @@ def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.L
     `fast=False` decodes every line with orjson: the reference the fast path is tested against.
     A piece that is not valid UTF-8 as a whole is decoded line by line too.
     """
-    texts: list[str] = []
+    texts: list[bytes] = []
     numbered: list[tuple[int, int, int]] = []  # piece, first line, lines
     frames = [pl.DataFrame(schema={"piece": pl.UInt32(), **LINE_SCHEMA})]
     for piece, (first_line, data) in enumerate(pieces):
         if first_line == 1 and data.startswith(BOM):
             data = data[len(BOM) :]
-        text = _utf8(data) if fast else None
-        if text is None:
+        if fast and _is_utf8(data):
+            texts.append(data)
+            numbered.append((piece, first_line, data.count(b"\n") + 1))
+        else:
             rows = _decode_lines(list(enumerate(data.split(b"\n"), start=first_line)))
             frames.append(rows.select(pl.lit(piece, pl.UInt32).alias("piece"), pl.all()))
-        else:
-            texts.append(text)
-            numbered.append((piece, first_line, text.count("\n") + 1))
     if texts:
         frames.append(_decode_texts(texts, numbered))
     rows = pl.concat(frames)
@@ -314,20 +322,14 @@ def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.L
     return rows.lazy().with_columns(fingerprint(*parts)).drop("record", "pairs")
 
 
-def _decode_texts(texts: list[str], numbered: list[tuple[int, int, int]]) -> pl.DataFrame:
+def _decode_texts(texts: list[bytes], numbered: list[tuple[int, int, int]]) -> pl.DataFrame:
     """Joined with newlines, the texts split back into exactly their lines."""
     places = pl.DataFrame(numbered, schema=["piece", "first", "count"], orient="row").select(
         pl.col("piece").cast(pl.UInt32).repeat_by("count").explode(),
         line=pl.int_ranges("first", pl.col("first") + pl.col("count"), dtype=pl.Int64).explode(),
     )
-    lines = (
-        pl.Series("raw", ["\n".join(texts)])
-        .str.split("\n")
-        .explode()
-        .to_frame()
-        .with_row_index("row")
-        .hstack(places)
-    )
+    lines = _lines(b"\n".join(texts)).to_frame().with_row_index("row")
+    lines = lines.hstack(places.head(len(lines)))  # the last line may be the blank one left out
     plain = pl.col("raw").str.contains(FAST_LINE)
     lines = lines.with_columns(plain=plain)
     fast_rows = _fast_rows(lines.filter("plain"))

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from transforms.parse import FAST_LINE, decode_ndjson
+from transforms.parse import FAST_LINE, decode_ndjson, decode_pieces
 
 
 def _rows(data: bytes) -> list[dict]:
@@ -243,3 +243,21 @@ def test_fingerprint_is_the_sum_of_the_xxh3_of_its_parts():
     for fast in (True, False):
         found = decode_ndjson(line, fast=fast).collect()["fingerprint"].item()
         assert found == sum(hashes) % 2**64
+
+
+_piece = st.tuples(
+    st.integers(1, 3),
+    st.lists(st.one_of(_line(), st.sampled_from([b"", b" ", b"\r", b"\xff{}"])), max_size=4),
+    st.sampled_from([b"", b"\n", b"\r\n"]),
+).map(lambda p: (p[0], b"\n".join(p[1]) + p[2]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_piece, min_size=1, max_size=4))
+@example([(1, b'{"event":"e","user_id":"u"}\n'), (1, b'{"event":"e","user_id":"v"}')])
+@example([(1, b"\n\n"), (2, b""), (1, b'{"event":"e","user_id":"u"}\r\n')])
+def test_pieces_decoded_together_keep_their_lines_and_numbers(pieces):
+    # Small files are decoded together; each line must keep its piece and number, as when
+    # every piece is split and decoded on its own (a piece that is not UTF-8 comes first).
+    together = decode_pieces(pieces).collect().sort("piece", "line")
+    assert together.equals(decode_pieces(pieces, fast=False).collect().sort("piece", "line"))
