@@ -209,9 +209,9 @@ def commit_events(
         truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
         changed_dates=sorted(touched),
         session_users=users.sort().to_list() if len(users) <= MATCH_USERS_AT_MOST else None,
-        dates_of_sources=new.group_by(pl.col("source").cast(pl.String).alias("path")).agg(
-            dates=pl.col("date").unique().sort()
-        ),
+        dates_of_sources=new.group_by("source")  # by category: a path is cast once, not a row
+        .agg(dates=pl.col("date").unique().sort())
+        .select(path=pl.col("source").cast(pl.String), dates="dates"),
     )
 
 
