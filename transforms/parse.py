@@ -264,7 +264,9 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
             "event",
             pl.lit('","'),
             "user_id",
-            pl.when(pl.col("metadata").is_null()).then(pl.lit('",null]')).otherwise(pl.lit('",{}]')),
+            pl.when(pl.col("metadata").is_null())
+            .then(pl.lit('",null]'))
+            .otherwise(pl.lit('",{}]')),
         ),
         pairs=pl.when(pl.col("metadata").is_not_null()).then(
             pl.col("pairs").fill_null(pl.lit([], pl.List(text)))
