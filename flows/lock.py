@@ -106,7 +106,11 @@ class LakeLock:
 
     def _renew(self) -> None:
         while not self._stop.wait(max(self.lease.total_seconds() / 4, 0.05)):
-            self._rewrite()
+            try:
+                self._rewrite()
+            except Exception as exc:  # noqa: BLE001 (a dead renewer would let the lease lapse)
+                # The store failing for a moment: the claim still has three renewals' time.
+                log.warning("Could not renew the lake lock (%s); trying again", exc)
 
     def release(self) -> None:
         """Mark the generation released and forget older ones."""

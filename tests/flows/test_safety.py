@@ -341,3 +341,22 @@ def test_a_short_storage_outage_is_retried_and_the_run_completes(
         for again in restarted:
             again.stop()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_the_lock_is_still_renewed_after_the_store_fails_for_a_moment(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    holder = LakeLock(lake, "holder", lease=timedelta(seconds=2))
+    assert holder.acquire(wait=0)
+    locks = tmp_path / "lake" / "_state" / "lock"
+    # The store fails: the lock folder is not a folder for a while (renewals every 0.5 s).
+    locks.rename(locks.with_name("lock-away"))
+    locks.write_text("not a folder")
+    time.sleep(1.2)
+    locks.unlink()
+    locks.with_name("lock-away").rename(locks)
+    time.sleep(2.5)  # longer than the lease: only renewals keep the claim
+    other = LakeLock(lake, "other", lease=timedelta(seconds=60))
+    assert not other.acquire(wait=0)
+    holder.release()
+    assert other.acquire(wait=0)
+    other.release()
