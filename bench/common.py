@@ -21,7 +21,8 @@ from typing import Any
 import polars as pl
 
 BENCH = Path(__file__).resolve().parent
-OUT = BENCH / "out"
+OUT = Path(os.environ.get("TRACK_BENCH_OUT", BENCH / "out"))
+"""Inputs, lakes and results (TRACK_BENCH_OUT: elsewhere, as the tests' smoke runs do)."""
 NOW = "2026-11-29T00:00:00Z"
 """A run at this time keeps all 28 generated days (2026-11-01 to 2026-11-28)."""
 RAW_SCHEMA = dict.fromkeys(["event", "user_id", "timestamp", "metadata"], pl.String)

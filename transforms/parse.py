@@ -48,9 +48,9 @@ dedup key, `dedup_parts`) with their `fingerprint`."""
 
 # A string with nothing to unescape, and that orjson writes back as it is.
 _PLAIN = r'[^"\\\x00-\x1f]*'
-# Numbers whose text is what orjson writes for their double (canonically: ints add `.0`):
-# at most 15 significant digits (a double keeps 15), no exponent, no trailing zero but `N.0`,
-# at least 0.0001 (orjson writes smaller ones with an exponent).
+# Numbers that orjson writes back as they are, and whose double keeps every digit (the
+# fingerprint compares numbers as doubles): at most 15 significant digits, no exponent, no
+# trailing zero but `N.0`, at least 0.0001 (orjson writes smaller ones with an exponent).
 _NUMBER = (
     r"0|-?[1-9][0-9]{0,14}|(?:0|-?[1-9][0-9]{0,14})\.0"
     r"|-?(?:[1-9][0-9]{0,6}\.[0-9]{0,7}[1-9]|0\.0{0,3}[1-9](?:[0-9]{0,13}[1-9])?)"
