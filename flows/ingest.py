@@ -3,12 +3,14 @@ a time; no lake writes except the staging files of its batch)."""
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import IO
 
 import polars as pl
 
@@ -57,21 +59,108 @@ class UnreadableFileError(ValueError):
     """A raw file whose bytes cannot be read as lines at all (bad gzip, binary)."""
 
 
+def _gunzip_errors(name: str) -> tuple[type[Exception], ...]:
+    return (OSError, EOFError, zlib.error) if name.endswith(".gz") else ()
+
+
 def file_text(name: str, data: bytes) -> bytes:
     """The NDJSON bytes of a raw file: gunzipped if `.gz`; raises UnreadableFileError."""
     if name.endswith(".gz"):
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise UnreadableFileError(f"{name} is not a readable gzip file: {exc}") from exc
+        except _gunzip_errors(name) as exc:
+            raise _not_gzip(name, exc) from exc
     if b"\x00" in data:
         try:
             data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise UnreadableFileError(
-                f"{name} holds NUL bytes and is not UTF-8 text: {exc.reason}"
-            ) from exc
+            raise _not_text(name, exc) from exc
     return data
+
+
+def _not_gzip(name: str, exc: Exception) -> UnreadableFileError:
+    return UnreadableFileError(f"{name} is not a readable gzip file: {exc}")
+
+
+def _not_text(name: str, exc: UnicodeDecodeError) -> UnreadableFileError:
+    return UnreadableFileError(f"{name} holds NUL bytes and is not UTF-8 text: {exc.reason}")
+
+
+WHOLE_FILE_BYTES = 64 * 1024 * 1024
+"""A raw file up to this size is read in one request. A larger one is read twice, a block of
+CHUNK_BYTES at a time: once to hash it and check that it can be read as lines at all, then to
+parse it; so neither a large file nor its decompressed text is ever held whole."""
+
+
+class _StoreError(Exception):
+    """A read of the store that failed: not a sign of a bad file (it goes up, to be retried)."""
+
+
+class _Hashed:
+    """A binary file read through: every byte read is hashed and counted."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.hash, self.size = f, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            block = self.f.read(size)
+        except Exception as exc:
+            raise _StoreError() from exc
+        self.hash.update(block)
+        self.size += len(block)
+        return block
+
+
+def _text_blocks(name: str, f: IO[bytes] | _Hashed) -> Iterator[bytes]:
+    """The NDJSON bytes of an open raw file, a block at a time (gunzipped if `.gz`)."""
+    text = gzip.GzipFile(fileobj=f, mode="rb") if name.endswith(".gz") else f  # type: ignore[arg-type]
+    while block := text.read(CHUNK_BYTES):
+        yield block
+
+
+def check_large_file(name: str, open_file: Callable[[], IO[bytes]]) -> tuple[str, int, str | None]:
+    """Read a large raw file through: its sha256, its size, and why it cannot be read as lines
+    (None if it can), as `file_text` would say it."""
+    with open_file() as f:
+        hashed = _Hashed(f)
+        problem, nul = None, False
+        try:
+            for block in _text_blocks(name, hashed):
+                nul = nul or b"\x00" in block
+        except _gunzip_errors(name) as exc:
+            problem = str(_not_gzip(name, exc))
+        except _StoreError as exc:
+            raise exc.__cause__ from None  # type: ignore[misc]
+        while hashed.read(CHUNK_BYTES):  # the rest, for the hash
+            pass
+    if nul and problem is None:  # then it must be UTF-8 throughout: read it again to see
+        utf8 = codecs.getincrementaldecoder("utf-8")()
+        with open_file() as f:
+            try:
+                for block in _text_blocks(name, f):
+                    utf8.decode(block)
+                utf8.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                problem = str(_not_text(name, exc))
+    return hashed.hash.hexdigest(), hashed.size, problem
+
+
+def stream_chunks(name: str, f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(number of its first line, bytes) of consecutive runs of whole lines of an open raw
+    file, read a block at a time."""
+    first_line, rest = 1, b""
+    for block in _text_blocks(name, f):
+        block = rest + block
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # a line longer than a block
+            rest = block
+            continue
+        rest = block[cut:]
+        yield first_line, block[:cut]
+        first_line += block.count(b"\n", 0, cut)
+    if rest:
+        yield first_line, rest
 
 
 def line_chunks(text: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
@@ -226,22 +315,34 @@ _NONE = pl.DataFrame(schema=polars_schema(Quarantine))
 
 def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
     """Read one raw file and decode it into `batch`, a chunk of lines at a time; nothing when
-    its bytes are unchanged."""
+    its bytes are unchanged. A file larger than WHOLE_FILE_BYTES is never held whole."""
     raw = plan.raw
-    data = lake.read_raw(raw.path)
-    sha = hashlib.sha256(data).hexdigest()
+    data: bytes | None = None
+    if raw.size <= WHOLE_FILE_BYTES:
+        data = lake.read_raw(raw.path)
+        sha, size, problem = hashlib.sha256(data).hexdigest(), len(data), None
+    else:
+        sha, size, problem = check_large_file(raw.path, lambda: lake.open_raw(raw.path))
     received_at = plan.known_received_at.get(sha, raw.modified)
-    result = FileResult(raw.path, len(data), raw.modified, sha, received_at)
+    result = FileResult(raw.path, size, raw.modified, sha, received_at)
     if sha == plan.prior_sha256:
         result.unchanged = True
         return result
     batch.files[raw.path] = result
-    try:
-        text = file_text(raw.path, data)
-    except UnreadableFileError as exc:
-        batch.reject(unreadable_file(raw.path, str(exc), received_at))
+    if data is not None:
+        try:
+            data = file_text(raw.path, data)
+        except UnreadableFileError as exc:
+            problem = str(exc)
+    if problem is not None:
+        batch.reject(unreadable_file(raw.path, problem, received_at))
         return result
-    del data
-    for first_line, chunk in line_chunks(text):
+    chunks = line_chunks(data) if data is not None else _streamed(lake, raw.path)
+    for first_line, chunk in chunks:
         batch.add(Piece(raw.path, received_at, first_line, chunk))
     return result
+
+
+def _streamed(lake: Lake, path: str) -> Iterator[tuple[int, bytes]]:
+    with lake.open_raw(path) as f:
+        yield from stream_chunks(path, f)

@@ -31,7 +31,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import IO, Any, Literal, cast
 
 import fsspec
 import pandera.polars as pa
@@ -162,6 +162,10 @@ class Lake:
     def read_raw(self, rel: str) -> bytes:
         """The bytes of a raw file."""
         return self.fs.cat_file(self.path(RAW, rel))
+
+    def open_raw(self, rel: str) -> IO[bytes]:
+        """A raw file to read a block at a time."""
+        return cast(IO[bytes], self.fs.open(self.path(RAW, rel), "rb"))
 
     def raw_partitions(self) -> list[date]:
         """The dates raw/ has folders for."""

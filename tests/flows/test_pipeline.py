@@ -10,6 +10,7 @@ import fsspec
 import polars as pl
 import pytest
 
+import flows.ingest
 import reader
 from flows.lake import LakeFormatError
 from flows.pipeline import pipeline
@@ -42,6 +43,12 @@ def ev(event: str, user: str, ts: str | None, **meta) -> dict:
     return record
 
 
+def _table_files(lake: str, table: str) -> list:
+    """Open files of a table's Parquet partitions (local or S3)."""
+    fs, root = fsspec.core.url_to_fs(lake)
+    return [fs.open(p, "rb") for p in sorted(fs.find(f"{root}/{table}")) if p.endswith(".parquet")]
+
+
 def run(lake: str, now: datetime | None = None, **kwargs) -> dict:
     report = pipeline(lake=lake, now=now or datetime.now(UTC) + timedelta(minutes=1), **kwargs)
     # The conservation law of SPEC section 4, on every run.
@@ -59,7 +66,7 @@ def answers(lake: str, start: str, end: str, **kwargs) -> tuple[list, list]:
     return m["data"], s["data"]
 
 
-def test_messy_input_gives_the_documented_answers(lake_url):
+def test_messy_input_gives_the_documented_answers(lake_url, file_reads):
     drop(
         lake_url,
         f"date={d(5)}/app.ndjson",
@@ -125,6 +132,12 @@ def test_messy_input_gives_the_documented_answers(lake_url):
         "not_an_object": 1,
     }
     assert report["ignored"] == [f"date={d(4)}/notes.txt", "loose.ndjson"]
+    quarantine = pl.read_parquet(_table_files(lake_url, "quarantine"))
+    assert sorted(quarantine.select("source", "line", "reason").rows()) == [
+        (f"date={d(5)}/app.ndjson", 9, "invalid_json"),
+        (f"date={d(5)}/app.ndjson", 10, "invalid_event"),
+        (f"date={d(4)}/more.jsonl.gz", 6, "not_an_object"),
+    ]
     metrics, sessions = answers(lake_url, d(5), d(4))
     assert metrics == [
         {"date": d(5), "play": 3, "stop": 3},
@@ -246,14 +259,31 @@ def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_ur
     assert answers(lake_url, d(12), d(0)) == (metrics, sessions)
 
 
-def test_unreadable_files_are_quarantined_whole_and_the_run_goes_on(lake_url):
+@pytest.fixture(params=["whole", "streamed"])
+def file_reads(request, monkeypatch) -> str:
+    """Raw files read whole, or (as files above WHOLE_FILE_BYTES are) a block at a time: here
+    blocks of 64 bytes, so lines, gzip streams and UTF-8 characters straddle blocks."""
+    if request.param == "streamed":
+        monkeypatch.setattr(flows.ingest, "WHOLE_FILE_BYTES", 0)
+        monkeypatch.setattr(flows.ingest, "CHUNK_BYTES", 64)
+    return request.param
+
+
+def test_unreadable_files_are_quarantined_whole_and_the_run_goes_on(lake_url, file_reads):
     drop(lake_url, f"date={d(1)}/broken.ndjson.gz", b"this is not gzip")
+    cut = gzip.compress(ndjson(*[ev("play", "v", day(1))] * 20))[:-12]
+    drop(lake_url, f"date={d(1)}/truncated.ndjson.gz", cut)
     drop(lake_url, f"date={d(1)}/binary.ndjson", b"\x00\x01\xff\xfe\x00")
+    # Not UTF-8 long before its first NUL byte.
+    drop(lake_url, f"date={d(1)}/late-nul.ndjson", b"\xff" + b"x" * 150 + b"\n\x00\n")
     drop(lake_url, f"date={d(1)}/fine.ndjson", ndjson(ev("play", "u", day(1))))
+    # A NUL byte in UTF-8 text: only its line is bad (a character straddles the blocks).
+    text = ndjson(ev("play", "w", day(1), note="é" * 40), '{"x": "\x00"}')
+    drop(lake_url, f"date={d(1)}/nul-in-text.ndjson.gz", gzip.compress(text))
     report = run(lake_url)
-    assert report["quarantined_by_reason"] == {"unreadable_file": 2}
-    assert (report["files"], report["lines"], report["accepted"]) == (3, 3, 1)
-    assert answers(lake_url, d(1), d(1))[0] == [{"date": d(1), "play": 1}]
+    assert report["quarantined_by_reason"] == {"unreadable_file": 4, "invalid_json": 1}
+    assert (report["files"], report["lines"], report["accepted"]) == (6, 7, 2)
+    assert answers(lake_url, d(1), d(1))[0] == [{"date": d(1), "play": 2}]
 
 
 def test_tables_are_plain_hive_parquet_for_notebooks(tmp_path):
