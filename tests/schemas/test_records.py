@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
 from datetime import UTC, date, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from flows.ingest import UnreadableFileError, file_text, parse_file
+import flows.ingest
+from flows.ingest import (
+    UnreadableFileError,
+    check_large_file,
+    file_text,
+    line_chunks,
+    parse_file,
+    stream_chunks,
+)
 
 RECEIVED = datetime(2025, 1, 10, tzinfo=UTC)
 
@@ -110,3 +123,35 @@ def test_unreadable_files(name, data):
 
 def test_nul_bytes_in_valid_utf8_are_only_bad_lines():
     assert file_text("a.ndjson", b'{"a":1}\n\x00\n') == b'{"a":1}\n\x00\n'
+
+
+_raw_bytes = st.lists(
+    st.sampled_from([b"\n", b"\r\n", b"{}", b"x" * 30, "é☕".encode(), b"\x00", b"\xff"]),
+    max_size=30,
+).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=_raw_bytes, block=st.integers(1, 40), gz=st.booleans())
+def test_a_large_file_read_a_block_at_a_time_is_read_as_when_whole(data, block, gz):
+    # Files above WHOLE_FILE_BYTES are read a block at a time: the same hash, size, verdict,
+    # and lines with the same numbers as file_text and line_chunks give for the whole file.
+    name = "a.ndjson.gz" if gz else "a.ndjson"
+    raw = gzip.compress(data) if gz else data
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(flows.ingest, "CHUNK_BYTES", block)
+        sha, size, problem = check_large_file(name, lambda: io.BytesIO(raw))
+        chunks = list(stream_chunks(name, io.BytesIO(raw)))
+    assert (sha, size) == (hashlib.sha256(raw).hexdigest(), len(raw))
+    try:
+        text = file_text(name, raw)
+    except UnreadableFileError as exc:
+        assert problem == str(exc)
+        return
+    assert problem is None
+    assert b"".join(c for _, c in chunks) == text
+    numbered = [(n, line) for first, c in chunks for n, line in enumerate(c.split(b"\n"), first)]
+    whole = [
+        (n, line) for first, c in line_chunks(text) for n, line in enumerate(c.split(b"\n"), first)
+    ]
+    assert [p for p in numbered if p[1]] == [p for p in whole if p[1]]
