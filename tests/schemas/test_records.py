@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import random
 from datetime import UTC, date, datetime
 
 import pytest
@@ -155,3 +156,11 @@ def test_a_large_file_read_a_block_at_a_time_is_read_as_when_whole(data, block, 
         (n, line) for first, c in line_chunks(text) for n, line in enumerate(c.split(b"\n"), first)
     ]
     assert [p for p in numbered if p[1]] == [p for p in whole if p[1]]
+
+
+def test_a_large_file_that_breaks_early_is_still_hashed_whole():
+    raw = bytearray(gzip.compress(random.Random(7).randbytes(300_000)))
+    raw[0] ^= 0xFF  # not gzip: found out in the first bytes
+    sha, size, problem = check_large_file("a.ndjson.gz", lambda: io.BytesIO(bytes(raw)))
+    assert (sha, size) == (hashlib.sha256(raw).hexdigest(), len(raw))
+    assert problem is not None and "is not a readable gzip file" in problem
