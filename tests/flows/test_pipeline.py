@@ -262,10 +262,11 @@ def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_ur
 @pytest.fixture(params=["whole", "streamed"])
 def file_reads(request, monkeypatch) -> str:
     """Raw files read whole, or (as files above WHOLE_FILE_BYTES are) a block at a time: here
-    blocks of 64 bytes, so lines, gzip streams and UTF-8 characters straddle blocks."""
+    reads of 24 bytes and chunks of 64, so lines, gzip streams and characters straddle them."""
     if request.param == "streamed":
         monkeypatch.setattr(flows.ingest, "WHOLE_FILE_BYTES", 0)
         monkeypatch.setattr(flows.ingest, "CHUNK_BYTES", 64)
+        monkeypatch.setattr(flows.ingest, "READ_BYTES", 24)
     return request.param
 
 

@@ -141,6 +141,7 @@ def test_a_large_file_read_a_block_at_a_time_is_read_as_when_whole(data, block, 
     raw = gzip.compress(data) if gz else data
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(flows.ingest, "CHUNK_BYTES", block)
+        patch.setattr(flows.ingest, "READ_BYTES", max(block // 3, 1))
         sha, size, problem = check_large_file(name, lambda: io.BytesIO(raw))
         chunks = list(stream_chunks(name, io.BytesIO(raw)))
     assert (sha, size) == (hashlib.sha256(raw).hexdigest(), len(raw))
