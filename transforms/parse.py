@@ -61,6 +61,8 @@ FAST_LINE = (
     rf'(?:, ?"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}})?\}}\r?$'
 )
 """The plain shape: event and user_id, then timestamp and metadata if present, in that order."""
+_PAIR_TOKEN = r'"[^"]*": ?(?:"[^"]*"|[^,}]+)'
+"""A pair of a metadata object in the plain shape, as sent."""
 
 
 def json_type(value: Any) -> str:
@@ -198,25 +200,25 @@ def _decode_lines(lines: list[tuple[int, bytes]]) -> pl.DataFrame:
 def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     """LINE_SCHEMA rows of lines in the plain shape (`FAST_LINE`, no duplicate keys).
 
-    With no quote inside any string, splitting on `"` finds the fields, and `": ` and `, "`
-    occur only between tokens, so removing their spaces gives the compact text.
+    With no quote inside any string, splitting on `"` finds the fields, and a pair is a
+    quoted key, a colon and a value that holds no quote or is quoted: the pairs are found by
+    `_PAIR_TOKEN`, and the first `": ` of a pair is the one after its key (a string may end in
+    `, ` or `: ` too, so spaces are never replaced across the whole text).
     """
     fields = pl.col("raw").str.splitn('"', 13)  # the 13th holds the rest
     has_metadata = pl.col("raw").str.contains('"metadata":', literal=True)
-    metadata = (
+    pairs = (
         pl.col("raw")
         .str.slice(pl.col("raw").str.find('"metadata":', literal=True) + len('"metadata":'))
-        .str.strip_prefix(" ")
-        .str.strip_suffix("\r")
-        .str.head(-1)
-        .str.replace_all('": ', '":', literal=True)
-        .str.replace_all(', "', ',"', literal=True)
+        .str.extract_all(_PAIR_TOKEN)
+        .list.eval(pl.element().str.replace('": ', '":', literal=True, n=1))  # compact
     )
     parsed = (
-        lines.with_columns(fields=fields, metadata=pl.when(has_metadata).then(metadata)).select(
+        lines.with_columns(fields=fields, pairs=pl.when(has_metadata).then(pairs)).select(
             *_IDS,
             "raw",
-            "metadata",
+            "pairs",
+            metadata="{" + pl.col("pairs").list.join(",") + "}",
             event=pl.col("fields").struct[3],
             user_id=pl.col("fields").struct[7],
             timestamp=pl.when(pl.col("fields").struct[9] == "timestamp").then(
@@ -224,22 +226,14 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
             ),
         )
     ).with_columns(
-        # `key":value` texts, the key's opening quote dropped.
-        pairs=pl.when(pl.col("metadata") != "{}").then(
-            pl.col("metadata")
-            .str.strip_prefix('{"')
-            .str.strip_suffix("}")
-            .str.split(',"')
-            # A pair ends in `.0` only if its value is a number (strings end in a quote).
-            .list.eval(pl.element().str.strip_suffix(".0"))
-        )
+        # `key":value` texts, the key's opening quote dropped. A pair ends in `.0` only if its
+        # value is a number (a string ends in a quote).
+        pairs=pl.col("pairs").list.eval(pl.element().str.strip_prefix('"').str.strip_suffix(".0"))
     )
     # A key given twice: orjson keeps the last value; let it decide.
     keys = pl.col("pairs").list.eval(pl.element().str.split_exact('"', 1).struct[0])
     parsed = parsed.filter(
-        pl.col("metadata").is_null()
-        | (pl.col("metadata") == "{}")
-        | (keys.list.n_unique() == pl.col("pairs").list.len())
+        pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
     )
     text = pl.String()
     return parsed.select(
@@ -268,9 +262,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
             .then(pl.lit('",null]'))
             .otherwise(pl.lit('",{}]')),
         ),
-        pairs=pl.when(pl.col("metadata").is_not_null()).then(
-            pl.col("pairs").fill_null(pl.lit([], pl.List(text)))
-        ),
+        pairs="pairs",
     )
 
 

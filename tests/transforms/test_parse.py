@@ -123,7 +123,9 @@ def test_empty_file_gives_no_rows():
 
 # The fast path must give exactly what orjson gives, on lines it takes and lines near them.
 # Mostly plain (the fast path's), sometimes what only orjson can take.
-_plain_text = st.text(st.sampled_from(["a", "b", "é", "☕", "0", "-", ":", ",", "{"]), max_size=5)
+_plain_text = st.text(
+    st.sampled_from(["a", "b", "é", "☕", "0", "-", ":", ",", "{", " "]), max_size=5
+)
 _other_text = st.text(st.sampled_from(["a", " ", "!", '"', "\\", "\t", "\x7f"]), max_size=4)
 _text = st.one_of(_plain_text, _plain_text, _plain_text, _other_text)
 _plain_number = st.sampled_from(
@@ -196,6 +198,8 @@ def _line(draw) -> bytes:
 @example([b'{"event":"e","user_id":"u","timestamp":"t","metadata":{"b":1,"a":2.5,"ab":"x"}}'])
 @example([b'{"event": "e", "user_id": "u", "timestamp": "t", "metadata": {"a": 1, "a": 2}}'])
 @example([b'{"event":"timestamp","user_id":"metadata"}\n{"event":"e","user_id":"u","metadata":{}}'])
+@example([b'{"event": "e", "user_id": "u", "metadata": {"k": "a, ", "j": ": "}}'])
+@example([b'{"event":"","user_id":"","metadata":{",":""}}'])
 def test_fast_path_gives_what_orjson_gives(lines):
     data = b"\n".join(lines)
     fast = decode_ndjson(data).collect()
