@@ -131,14 +131,15 @@ def check_large_file(name: str, open_file: Callable[[], IO[bytes]]) -> tuple[str
         hashed = _Hashed(f)
         problem, nul = None, False
         try:
-            for block in _text_blocks(name, hashed):
-                nul = nul or b"\x00" in block
-        except _gunzip_errors(name) as exc:
-            problem = str(_not_gzip(name, exc))
+            try:
+                for block in _text_blocks(name, hashed):
+                    nul = nul or b"\x00" in block
+            except _gunzip_errors(name) as exc:
+                problem = str(_not_gzip(name, exc))
+            while hashed.read(READ_BYTES):  # the rest, for the hash
+                pass
         except _StoreError as exc:
             raise exc.__cause__ from None  # type: ignore[misc]
-        while hashed.read(READ_BYTES):  # the rest, for the hash
-            pass
     if nul and problem is None:  # then it must be UTF-8 throughout: read it again to see
         utf8 = codecs.getincrementaldecoder("utf-8")()
         with open_file() as f:

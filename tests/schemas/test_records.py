@@ -165,3 +165,19 @@ def test_a_large_file_that_breaks_early_is_still_hashed_whole():
     sha, size, problem = check_large_file("a.ndjson.gz", lambda: io.BytesIO(bytes(raw)))
     assert (sha, size) == (hashlib.sha256(raw).hexdigest(), len(raw))
     assert problem is not None and "is not a readable gzip file" in problem
+
+
+class _StoreGoesAway(io.BytesIO):
+    """A file whose store fails after its first bytes."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self.tell() >= 100:
+            raise ConnectionResetError("the store went away")
+        return super().read(50)
+
+
+@pytest.mark.parametrize("name", ["a.ndjson.gz", "a.ndjson"])
+def test_a_store_failing_mid_file_is_an_error_to_retry_not_a_bad_file(name):
+    data = gzip.compress(random.Random(7).randbytes(10_000)) if name.endswith(".gz") else b"x" * 500
+    with pytest.raises(ConnectionResetError):
+        check_large_file(name, lambda: _StoreGoesAway(data))
