@@ -168,10 +168,13 @@ def test_a_large_file_that_breaks_early_is_still_hashed_whole():
 
 
 class _StoreGoesAway(io.BytesIO):
-    """A file whose store fails after its first bytes."""
+    """A file whose store fails once, after its first bytes."""
+
+    failed = False
 
     def read(self, size: int | None = -1) -> bytes:
-        if self.tell() >= 100:
+        if self.tell() >= 100 and not self.failed:
+            self.failed = True
             raise ConnectionResetError("the store went away")
         return super().read(50)
 
