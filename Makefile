@@ -32,8 +32,10 @@ demo: $(STAMP)
 	$(BIN)/track sessions --lake $(LAKE) --start-date 2026-11-16 --end-date 2026-11-19
 	$(BIN)/track sessions --lake $(LAKE) --start-date 2026-11-16 --end-date 2026-11-19 --user-id alice
 
+# Tests run on every core (at most four worker processes, each with its own Prefect test
+# server): most of their time is spent waiting on Prefect servers and `track run` processes.
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 # Every figure of the performance section (README); about 15 minutes, inputs cached in bench/out.
 BENCHES := throughput duckdb_peer small_files incremental queries memory fixed_cost
