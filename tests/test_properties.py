@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 
 import flows.commit
 import reader
+from flows.lake import Lake
 from flows.pipeline import pipeline
 from tests.lakes import SPEC_REPORT_KEYS, drop
-from tests.reference import Reference
+from tests.reference import Reference, _canon
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -168,6 +169,30 @@ def _answers(lake_or_model, start: date, end: date):
     return out
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _event_row(event, user, moment_ms: int, source: str, line: int, metadata) -> tuple:
+    # Metadata compared as JSON values (1 and 1.0 alike, key order aside), as the spec does.
+    return event, user, moment_ms, source, line, json.dumps(_canon(metadata), sort_keys=True)
+
+
+def _stored_events(lake: str) -> list[tuple]:
+    """Every row of the lake's events table: which copy was kept, and what it holds."""
+    store, rows = Lake(lake), []
+    for name in store.partition_files("events").values():
+        for r in store.read_parquet(name).iter_rows(named=True):
+            moment = (r["timestamp"] - EPOCH) // timedelta(milliseconds=1)
+            meta = None if r["metadata"] is None else json.loads(r["metadata"])
+            rows.append(_event_row(r["event"], r["user_id"], moment, r["source"], r["line"], meta))
+    return sorted(rows)
+
+
+def _model_events(model: Reference) -> list[tuple]:
+    kept = model.kept().values()
+    return sorted(_event_row(r.event, r.user, r.ts, r.path, r.line, r.metadata) for r in kept)
+
+
 def _dump(folder: str, lake: str, steps, model: Reference) -> None:
     """Leave the failing lake and input behind for a developer to look at: the last failing
     example's, as hypothesis shrinks towards the smallest."""
@@ -234,6 +259,7 @@ def _agrees_with_the_model(steps) -> None:
             }
             start, end = (T0 - timedelta(days=60)).date(), (T0 + timedelta(days=120)).date()
             assert _answers(lake, start, end) == _answers(model, start, end), number
+            assert _stored_events(lake) == _model_events(model), number
     except Exception:  # a wrong answer or a failed run alike
         if os.environ.get("TRACK_DEBUG_DIR"):
             _dump(os.environ["TRACK_DEBUG_DIR"], lake, steps, model)
