@@ -1,5 +1,5 @@
 """The pipeline against the reference model of the spec, on generated messy input, over several
-runs with a moving `now`: every report count and every answer must agree."""
+runs with a moving `now`: every report count, every answer and every stored event must agree."""
 
 from __future__ import annotations
 
