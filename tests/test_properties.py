@@ -10,6 +10,7 @@ import tempfile
 from datetime import UTC, date, datetime, timedelta
 from unittest import mock
 
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ import flows.commit
 import reader
 from flows.lake import Lake
 from flows.pipeline import pipeline
+from schemas.tables import Events
 from tests.lakes import SPEC_REPORT_KEYS, drop
 from tests.reference import Reference, _canon
 
@@ -170,9 +172,6 @@ def _answers(lake_or_model, start: date, end: date):
     return out
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
 def _event_row(event, user, moment_ms: int, source: str, line: int, metadata) -> tuple:
     # Metadata compared as JSON values (1 and 1.0 alike, key order aside), as the spec does.
     return event, user, moment_ms, source, line, json.dumps(_canon(metadata), sort_keys=True)
@@ -180,13 +179,17 @@ def _event_row(event, user, moment_ms: int, source: str, line: int, metadata) ->
 
 def _stored_events(lake: str) -> list[tuple]:
     """Every row of the lake's events table: which copy was kept, and what it holds."""
-    store, rows = Lake(lake), []
-    for name in store.partition_files("events").values():
-        for r in store.read_parquet(name).iter_rows(named=True):
-            moment = (r["timestamp"] - EPOCH) // timedelta(milliseconds=1)
-            meta = None if r["metadata"] is None else json.loads(r["metadata"])
-            rows.append(_event_row(r["event"], r["user_id"], moment, r["source"], r["line"], meta))
-    return sorted(rows)
+    events = (
+        Lake(lake)
+        .scan("events", Events)
+        .select(
+            "event", "user_id", pl.col("timestamp").dt.epoch("ms"), "source", "line", "metadata"
+        )
+    )
+    return sorted(
+        _event_row(*row[:-1], None if row[-1] is None else json.loads(row[-1]))
+        for row in events.collect().iter_rows()
+    )
 
 
 def _model_events(model: Reference) -> list[tuple]:
