@@ -20,7 +20,7 @@ from schemas.records import validate_records
 from schemas.tables import Quarantine, polars_schema
 from transforms.normalise import normalise_events
 from transforms.parse import decode_pieces
-from transforms.timestamps import UTC_MS, with_sent_at
+from transforms.timestamps import UTC_MS, with_line_received_at, with_sent_at
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class Piece:
 
 def decode_files(pieces: list[Piece]) -> pl.DataFrame:
     """The decoded lines of pieces of files, decoded together, each with its file's `source`
-    and `received_at`."""
+    and `received_at` (which a line's own `_received_at` may replace: `parse_lines`)."""
     lines = decode_pieces([(p.first_line, p.data) for p in pieces]).collect()
     files = pl.DataFrame(
         {
@@ -218,7 +218,7 @@ def decode_files(pieces: list[Piece]) -> pl.DataFrame:
 def parse_lines(lines: pl.DataFrame, *, window_start: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events (with `expired`) and quarantine rows of decoded lines, of any number of files:
     one validation for them all, however small the files."""
-    lines = lines.lazy().pipe(with_sent_at).collect()
+    lines = lines.lazy().pipe(with_sent_at).pipe(with_line_received_at).collect()
     objects = lines.filter(pl.col("reason").is_null())
     rejected = validate_records(objects, key=LINE_ID)
     events = normalise_events(

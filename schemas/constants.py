@@ -47,6 +47,16 @@ REASONS = (
     INVALID_METADATA,
 )
 
+# RFC 3339 section 5.6 date-time with `T`, `t` or a space, offset `Z`, +hh:mm, -hh:mm or none.
+# Field ranges are in the pattern; whether the day exists in its month is checked by parsing.
+# Second 60 (a leap second) has no instant in UTC milliseconds and is refused.
+RFC3339 = (
+    r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]"
+    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(?:\.([0-9]+))?"
+    r"(Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+"""A timestamp (and the API's `_received_at`) as SPEC section 2 allows it."""
+
 RAW_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 """Names a producer may drop under raw/date=YYYY-MM-DD/."""
 
@@ -54,3 +64,14 @@ FINGERPRINT = "xxh3-64-sum"
 """How the stored `fingerprint` of events and duplicates is made (transforms.parse.fingerprint).
 A lake's snapshot names it; a run refuses a lake whose rows were fingerprinted otherwise, as
 new copies would not meet the stored ones."""
+
+RECEIVED_AT_KEY = "_received_at"
+"""The instant Track's HTTP API received a record, written into the line (SPEC sections 2, 11)."""
+RECEIVED_AT_SLACK_MS = 1000
+"""A line's `_received_at` counts only when less than this after its file's received_at: a
+record cannot arrive after the file that holds it, and stores keep mtimes to the second."""
+
+MAX_BODY_BYTES = 1024 * 1024
+"""The largest request body the HTTP API takes (after gzip too): 413 above it."""
+MAX_BATCH_RECORDS = 500
+"""The most records one `POST /batch` may hold."""

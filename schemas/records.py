@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated
+import re
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 
 import pandera.polars as pa
 import polars as pl
@@ -16,10 +17,36 @@ from schemas.constants import (
     INVALID_USER_ID,
     MAX_STRING_CHARS,
     RESERVED_EVENT,
+    RFC3339,
 )
-from transforms.timestamps import RFC3339
 
-STRING_RULE = f"must be a string of 1 to {MAX_STRING_CHARS} characters"
+# The messages of the field rules (SPEC section 2), each written once: the pipeline fills them
+# in with Polars expressions (`_messages`), the HTTP API with str.format (`record_problem`).
+STRING_MESSAGE = f"{{field}} must be a string of 1 to {MAX_STRING_CHARS} characters, got {{got}}"
+RESERVED_MESSAGE = f'event must not be "{RESERVED_EVENT}": the answers use that key'
+TIMESTAMP_TYPE_MESSAGE = "timestamp must be an RFC 3339 date-time string or null, got {got}"
+TIMESTAMP_MESSAGE = (
+    'timestamp must be an RFC 3339 date-time such as "2025-01-18T14:30:00Z", got "{got}"'
+)
+UNREAL_DATE_MESSAGE = 'timestamp names no real date (its month has no such day), got "{got}"'
+METADATA_MESSAGE = "metadata must be a JSON object or null, got {got}"
+QUOTED_CHARS = 64
+"""A timestamp quoted in a message is cut to this many characters."""
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name of a decoded value, as messages quote it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
 
 
 class ParsedRecord(pa.DataFrameModel):
@@ -64,7 +91,7 @@ _FIELD_REASON = {
 
 
 def _string_problem(field: str) -> pl.Expr:
-    """`<field> must be a string of 1 to 256 characters, got ...` for the row's value."""
+    """STRING_MESSAGE for the row's value of `field`."""
     value, kind = pl.col(field), pl.col(f"{field}_type")
     got = (
         pl.when(value.is_null())
@@ -73,30 +100,20 @@ def _string_problem(field: str) -> pl.Expr:
         .then(pl.lit("an empty string"))
         .otherwise(pl.format("{} characters", value.str.len_chars()))
     )
-    return pl.format(f"{field} {STRING_RULE}, got {{}}", got)
+    return pl.format(STRING_MESSAGE.format(field=field, got="{}"), got)
 
 
 def _messages() -> dict[str, pl.Expr]:
-    timestamp_rule = "timestamp must be an RFC 3339 date-time"
+    quoted = pl.col("timestamp").str.slice(0, QUOTED_CHARS)
     return {
         "event": pl.when(pl.col("event") == RESERVED_EVENT)
-        .then(pl.lit(f'event must not be "{RESERVED_EVENT}": the answers use that key'))
+        .then(pl.lit(RESERVED_MESSAGE))
         .otherwise(_string_problem("event")),
         "user_id": _string_problem("user_id"),
-        "timestamp_type": pl.format(
-            f"{timestamp_rule} string or null, got {{}}", pl.col("timestamp_type")
-        ),
-        "timestamp": pl.format(
-            f'{timestamp_rule} such as "2025-01-18T14:30:00Z", got "{{}}"',
-            pl.col("timestamp").str.slice(0, 64),
-        ),
-        "sent_at": pl.format(
-            'timestamp names no real date (its month has no such day), got "{}"',
-            pl.col("timestamp").str.slice(0, 64),
-        ),
-        "metadata_type": pl.format(
-            "metadata must be a JSON object or null, got {}", pl.col("metadata_type")
-        ),
+        "timestamp_type": pl.format(TIMESTAMP_TYPE_MESSAGE.format(got="{}"), "timestamp_type"),
+        "timestamp": pl.format(TIMESTAMP_MESSAGE.format(got="{}"), quoted),
+        "sent_at": pl.format(UNREAL_DATE_MESSAGE.format(got="{}"), quoted),
+        "metadata_type": pl.format(METADATA_MESSAGE.format(got="{}"), "metadata_type"),
     }
 
 
@@ -144,3 +161,48 @@ def validate_records(records: pl.DataFrame, key: Sequence[str] = ("line",)) -> p
         pl.col("column").replace_strict(reasons, return_dtype=pl.String).alias("reason"),
         message.alias("message"),
     ).sort(*key)
+
+
+_TIMESTAMP = re.compile(RFC3339)
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _real_day(year: int, month: int, day: int) -> bool:
+    # The proleptic Gregorian calendar Polars parses with (year 0000 included).
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return day <= _MONTH_DAYS[month - 1] + (month == 2 and leap)
+
+
+def _string_got(record: Mapping[str, Any], field: str) -> str | None:
+    """What STRING_MESSAGE says `field` got, or None when it keeps the rule."""
+    value = record.get(field)
+    if not isinstance(value, str):
+        return json_type(value) if field in record else "missing"
+    if value == "":
+        return "an empty string"
+    return f"{len(value)} characters" if len(value) > MAX_STRING_CHARS else None
+
+
+def record_problem(record: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The reason and message of the first field rule a decoded record breaks, or None: what
+    `validate_records` says of it, one record at a time, without pandera (the HTTP API's
+    verdict: tests/schemas/test_records.py checks that the two agree on generated records)."""
+    if record.get("event") == RESERVED_EVENT:
+        return INVALID_EVENT, RESERVED_MESSAGE
+    for field, reason in (("event", INVALID_EVENT), ("user_id", INVALID_USER_ID)):
+        got = _string_got(record, field)
+        if got is not None:
+            return reason, STRING_MESSAGE.format(field=field, got=got)
+    timestamp = record.get("timestamp")
+    if timestamp is not None:
+        if not isinstance(timestamp, str):
+            return INVALID_TIMESTAMP, TIMESTAMP_TYPE_MESSAGE.format(got=json_type(timestamp))
+        match = _TIMESTAMP.fullmatch(timestamp)
+        if match is None:
+            return INVALID_TIMESTAMP, TIMESTAMP_MESSAGE.format(got=timestamp[:QUOTED_CHARS])
+        if not _real_day(*(int(match.group(i)) for i in (1, 2, 3))):
+            return INVALID_TIMESTAMP, UNREAL_DATE_MESSAGE.format(got=timestamp[:QUOTED_CHARS])
+    metadata = record.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        return INVALID_METADATA, METADATA_MESSAGE.format(got=json_type(metadata))
+    return None

@@ -123,6 +123,22 @@ def _numbers(v: Any) -> list[Any]:
     return [v] if isinstance(v, float) else []
 
 
+def line_received(obj: dict[str, Any], file_received: int) -> int:
+    """SPEC 1 and 2: a line's received_at is its file's, unless it carries a valid
+    `_received_at` (an RFC 3339 date-time with an offset) less than a second after it."""
+    text = obj.get("_received_at")
+    if not isinstance(text, str):
+        return file_received
+    m = TS.fullmatch(text)
+    if not m or not m.group(8):
+        return file_received
+    try:
+        moment = parse_timestamp(text)
+    except Bad:
+        return file_received
+    return moment if moment < file_received + 1000 else file_received
+
+
 def _good_string(v: Any) -> bool:
     return isinstance(v, str) and 1 <= len(v) <= 256
 
@@ -215,7 +231,8 @@ class Reference:
                 pass
             out["lines"] += 1
             try:
-                rec = self.record(decode(line), path, number, received)
+                obj = decode(line)
+                rec = self.record(obj, path, number, line_received(obj, received))
             except Bad as bad:
                 out["bad"][bad.reason] += 1
                 continue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from unittest import mock
@@ -90,6 +91,37 @@ metadata = st.one_of(
 
 
 @st.composite
+def received_ats(draw):
+    """A `_received_at` as the HTTP API writes it, or not: `@<ms>` for that many milliseconds
+    after the first file of its run was written (filled in when the file is dropped)."""
+    kind = draw(st.sampled_from(["before", "before", "edge", "late", "bad"]))
+    if kind == "bad":
+        return draw(st.sampled_from(["yesterday", "2025-03-01T10:00:00", 17, None, "@0"]))
+    if kind == "before":
+        delta = -draw(st.integers(0, 40 * 86_400_000))
+    elif kind == "edge":
+        delta = draw(st.sampled_from([-1, 0, 999, 1000]))
+    else:
+        delta = draw(st.integers(1000, 2 * 86_400_000))
+    return f"@{delta}{draw(st.sampled_from(['Z', '+02:00', '-05:30']))}"
+
+
+RECEIVED_AT_TOKEN = re.compile(rb"@(-?[0-9]+)(Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _fill_received_at(data: bytes, base: datetime) -> bytes:
+    def instant(match: re.Match[bytes]) -> bytes:
+        offset = match.group(2).decode()
+        zone = UTC if offset == "Z" else datetime.fromisoformat("2000-01-01T00:00" + offset).tzinfo
+        moment = (base + timedelta(milliseconds=int(match.group(1)))).astimezone(zone)
+        return (
+            moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}" + offset
+        ).encode()
+
+    return RECEIVED_AT_TOKEN.sub(instant, data)
+
+
+@st.composite
 def records(draw):
     record = {"event": draw(st.sampled_from(EVENTS)), "user_id": draw(st.sampled_from(USERS))}
     ts = draw(st.one_of(timestamps(), timestamps(), timestamps(), st.none(), st.just("absent")))
@@ -98,6 +130,8 @@ def records(draw):
     meta = draw(metadata)
     if meta != "absent":
         record["metadata"] = meta
+    if draw(st.integers(0, 3)) == 0:
+        record["_received_at"] = draw(received_ats())
     if draw(st.integers(0, 30)) == 0:
         record[draw(st.sampled_from(["event", "user_id"]))] = draw(
             st.sampled_from(["", "date", 5, None, "z" * 257])
@@ -239,6 +273,7 @@ def _agrees_with_the_model(steps) -> None:
             now = T0 + timedelta(days=day, hours=12)
             for offset, (path, data) in enumerate(drops):
                 modified = now - timedelta(hours=1, seconds=offset)
+                data = _fill_received_at(data, now - timedelta(hours=1))
                 gz = path.endswith(".gz")
                 payload = gzip.compress(data, mtime=0) if gz else data
                 drop(lake, path, payload, modified=modified)

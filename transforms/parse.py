@@ -22,7 +22,15 @@ import orjson
 import polars as pl
 import polars_hash as plh
 
-from schemas.constants import INVALID_JSON, INVALID_UTF8, MAX_DEPTH, NOT_AN_OBJECT, TOO_DEEP
+from schemas.constants import (
+    INVALID_JSON,
+    INVALID_UTF8,
+    MAX_DEPTH,
+    NOT_AN_OBJECT,
+    RECEIVED_AT_KEY,
+    TOO_DEEP,
+)
+from schemas.records import json_type
 
 BOM = b"\xef\xbb\xbf"
 TOO_DEEP_MESSAGE = f"line is nested deeper than {MAX_DEPTH} levels"
@@ -40,6 +48,7 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "timestamp_type": pl.String(),
     "metadata": pl.String(),
     "metadata_type": pl.String(),
+    "received_at_text": pl.String(),
     "record": pl.String(),
     "pairs": pl.List(pl.String()),
 }
@@ -58,26 +67,15 @@ _NUMBER = (
 _PAIR = rf'"{_PLAIN}": ?(?:"{_PLAIN}"|true|false|null|{_NUMBER})'
 FAST_LINE = (
     rf'^\{{"event": ?"{_PLAIN}", ?"user_id": ?"{_PLAIN}"(?:, ?"timestamp": ?"{_PLAIN}")?'
-    rf'(?:, ?"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}})?\}}\r?$'
+    rf'(?:, ?"metadata": ?\{{(?:{_PAIR}(?:, ?{_PAIR})*)?\}})?'
+    rf'(?:, ?"{RECEIVED_AT_KEY}": ?"{_PLAIN}")?\}}\r?$'
 )
-"""The plain shape: event and user_id, then timestamp and metadata if present, in that order."""
+"""The plain shape: event and user_id, then timestamp, metadata and the HTTP API's
+`_received_at` if present, in that order."""
+_RECEIVED_AT_FIELD = rf', ?"{RECEIVED_AT_KEY}": ?"([^"]*)"\}}\r?$'
+"""The `_received_at` of a line in the plain shape, its last field."""
 _PAIR_TOKEN = r'"[^"]*": ?(?:"[^"]*"|[^,}]+)'
 """A pair of a metadata object in the plain shape, as sent."""
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name of a decoded value, as messages quote it."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def nesting_depth(value: Any) -> int:
@@ -138,7 +136,38 @@ def fingerprint(record: pl.Expr, pairs: pl.Expr) -> pl.Expr:
 
 
 def _bad(line_no: int, raw: str, reason: str, message: str) -> tuple[Any, ...]:
-    return (line_no, raw, reason, message) + (None,) * 10
+    return (line_no, raw, reason, message) + (None,) * (len(LINE_SCHEMA) - 4)
+
+
+def read_record(data: bytes) -> dict[str, Any] | tuple[str, str] | None:
+    """The JSON object one line holds, or the reason and message of why it is bad input; None
+    for a line of only white space (any Unicode white space, such as a no-break space)."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as utf:
+            return INVALID_UTF8, f"line is not valid UTF-8 ({utf.reason})"
+        if not raw.strip():
+            return None
+        if "depth limit" in str(exc) and raw.lstrip().startswith("{"):
+            # orjson stops at 1024 levels, long before it could tell whether the rest is valid.
+            return TOO_DEEP, TOO_DEEP_MESSAGE
+        return INVALID_JSON, f"line is not valid JSON: {exc}"
+    # Only a line with more than MAX_DEPTH openers can be too deep; skip the walk otherwise.
+    deep = data.count(b"{") + data.count(b"[") > MAX_DEPTH
+    return object_record(value, deep=deep)
+
+
+def object_record(value: Any, *, deep: bool = True) -> dict[str, Any] | tuple[str, str]:
+    """A decoded JSON value as a record, or the reason and message of why it is not one
+    (`deep=False` when it cannot be nested deeper than MAX_DEPTH)."""
+    if not isinstance(value, dict):
+        return NOT_AN_OBJECT, f"line must be a JSON object, got {json_type(value)}"
+    if deep and nesting_depth(value) > MAX_DEPTH:
+        return TOO_DEEP, TOO_DEEP_MESSAGE
+    return value
 
 
 def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
@@ -146,28 +175,12 @@ def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
 
     None for a line of only white space (any Unicode white space, such as a no-break space).
     """
-    try:
-        record = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw = data.decode("utf-8")
-        except UnicodeDecodeError as utf:
-            text = data.decode("utf-8", errors="backslashreplace")
-            return _bad(line_no, text, INVALID_UTF8, f"line is not valid UTF-8 ({utf.reason})")
-        if not raw.strip():
-            return None
-        if "depth limit" in str(exc) and raw.lstrip().startswith("{"):
-            # orjson stops at 1024 levels, long before it could tell whether the rest is valid.
-            return _bad(line_no, raw, TOO_DEEP, TOO_DEEP_MESSAGE)
-        return _bad(line_no, raw, INVALID_JSON, f"line is not valid JSON: {exc}")
-    raw = data.decode("utf-8")
-    if not isinstance(record, dict):
-        return _bad(
-            line_no, raw, NOT_AN_OBJECT, f"line must be a JSON object, got {json_type(record)}"
-        )
-    # Only a line with more than MAX_DEPTH openers can be too deep; skip the walk otherwise.
-    if data.count(b"{") + data.count(b"[") > MAX_DEPTH and nesting_depth(record) > MAX_DEPTH:
-        return _bad(line_no, raw, TOO_DEEP, TOO_DEEP_MESSAGE)
+    record = read_record(data)
+    if record is None:
+        return None
+    raw = data.decode("utf-8", errors="backslashreplace")
+    if isinstance(record, tuple):
+        return _bad(line_no, raw, *record)
     event = record.get("event")
     user_id = record.get("user_id")
     timestamp = record.get("timestamp")
@@ -185,6 +198,7 @@ def decode_line(line_no: int, data: bytes) -> tuple[Any, ...] | None:
         json_type(timestamp),
         orjson.dumps(metadata).decode() if isinstance(metadata, dict) else None,
         json_type(metadata),
+        received_at if isinstance(received_at := record.get(RECEIVED_AT_KEY), str) else None,
         *dedup_parts(event, user_id, metadata),
     )
 
@@ -207,9 +221,10 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     """
     fields = pl.col("raw").str.splitn('"', 13)  # the 13th holds the rest
     has_metadata = pl.col("raw").str.contains('"metadata":', literal=True)
+    # The metadata's pairs, found in the line without its `_received_at` (the last field).
+    record = pl.col("raw").str.replace(_RECEIVED_AT_FIELD, "}")
     pairs = (
-        pl.col("raw")
-        .str.slice(pl.col("raw").str.find('"metadata":', literal=True) + len('"metadata":'))
+        record.str.slice(record.str.find('"metadata":', literal=True) + len('"metadata":'))
         .str.extract_all(_PAIR_TOKEN)
         .list.eval(pl.element().str.replace('": ', '":', literal=True, n=1))  # compact
     )
@@ -218,6 +233,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
             *_IDS,
             "raw",
             "pairs",
+            received_at_text=pl.col("raw").str.extract(_RECEIVED_AT_FIELD),
             metadata="{" + pl.col("pairs").list.join(",") + "}",
             event=pl.col("fields").struct[3],
             user_id=pl.col("fields").struct[7],
@@ -253,6 +269,7 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         metadata_type=pl.when(pl.col("metadata").is_null())
         .then(pl.lit("null"))
         .otherwise(pl.lit("object")),
+        received_at_text="received_at_text",
         record=pl.concat_str(
             pl.lit('["'),
             "event",

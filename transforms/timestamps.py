@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-# RFC 3339 section 5.6 date-time with `T`, `t` or a space, offset `Z`, +hh:mm, -hh:mm or none.
-# Field ranges are in the pattern; whether the day exists in its month is checked by parsing.
-# Second 60 (a leap second) has no instant in UTC milliseconds and is refused.
-RFC3339 = (
-    r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]"
-    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(?:\.([0-9]+))?"
-    r"(Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
-)
+from schemas.constants import RECEIVED_AT_SLACK_MS, RFC3339
 
 UTC_MS = pl.Datetime("ms", "UTC")
 
@@ -54,3 +47,16 @@ def parse_rfc3339(text: pl.Expr) -> pl.Expr:
 def with_sent_at(lines: pl.LazyFrame) -> pl.LazyFrame:
     """Add `sent_at`: the instant of `timestamp` as sent (null when absent or not a timestamp)."""
     return lines.with_columns(sent_at=parse_rfc3339(pl.col("timestamp")))
+
+
+def with_line_received_at(lines: pl.LazyFrame) -> pl.LazyFrame:
+    """`received_at` of each line: its own `_received_at` (SPEC section 2) where that is an RFC
+    3339 date-time with an offset, less than RECEIVED_AT_SLACK_MS after its file's
+    `received_at`; else its file's. Drops `received_at_text`."""
+    text = pl.col("received_at_text")
+    own = pl.when(text.str.extract(RFC3339, 8).is_not_null()).then(parse_rfc3339(text))
+    files = pl.col("received_at")
+    before_file = own < files + pl.duration(milliseconds=RECEIVED_AT_SLACK_MS)
+    return lines.with_columns(
+        received_at=pl.when(before_file).then(own).otherwise(files).cast(UTC_MS)
+    ).drop("received_at_text")

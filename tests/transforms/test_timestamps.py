@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from transforms.timestamps import with_sent_at
+from transforms.timestamps import UTC_MS, with_line_received_at, with_sent_at
 
 
 def _parse(text: str | None) -> datetime | None:
@@ -61,3 +61,34 @@ def test_valid_timestamps(text, expected):
 )
 def test_invalid_timestamps_give_null(text):
     assert _parse(text) is None
+
+
+FILE_AT = datetime(2025, 1, 18, 14, 30, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # The HTTP API's own instant, before the file was written: the line's.
+        ("2025-01-18T14:30:00.123Z", datetime(2025, 1, 18, 14, 30, 0, 123000, tzinfo=UTC)),
+        ("2025-01-18T16:30:00+02:00", datetime(2025, 1, 18, 14, 30, tzinfo=UTC)),
+        # Less than a second after the file (stores keep mtimes to the second): the line's.
+        ("2025-01-18T14:30:05.999Z", datetime(2025, 1, 18, 14, 30, 5, 999000, tzinfo=UTC)),
+        # A second or more after the file that holds it cannot be: the file's.
+        ("2025-01-18T14:30:06Z", FILE_AT),
+        ("2031-01-01T00:00:00Z", FILE_AT),
+        # Without an offset, or not a date-time at all: ignored.
+        ("2025-01-18T14:30:00", FILE_AT),
+        ("2025-02-30T14:30:00Z", FILE_AT),
+        ("yesterday", FILE_AT),
+        (None, FILE_AT),
+    ],
+)
+def test_a_lines_own_received_at_replaces_its_files_when_it_can_be_true(text, expected):
+    lines = pl.LazyFrame(
+        {"received_at_text": [text], "received_at": [FILE_AT]},
+        schema={"received_at_text": pl.String, "received_at": UTC_MS},
+    )
+    got = with_line_received_at(lines).collect()
+    assert got.columns == ["received_at"]
+    assert got["received_at"][0] == expected
