@@ -17,7 +17,7 @@ import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
@@ -135,26 +135,33 @@ class _Cache:
 _CACHE = _Cache(capacity=8)
 
 
+AsOf = str | None
+"""When the run an answer comes from committed (RFC 3339), None when no run has."""
+
+
 def _period_rows(
     table: str,
     by_period: Callable[..., pl.LazyFrame],
     failure: str,
     args: tuple[Any, Any, Any, Any],
     lake: str | None,
-) -> pl.DataFrame | Answer:
-    """A rollup aggregated per period for a checked query, or the error answer."""
+) -> tuple[pl.DataFrame | Answer, AsOf]:
+    """A rollup aggregated per period for a checked query, or the error answer; and as of
+    when (the one snapshot all of it was read from)."""
     start_date, end_date, group_by, user_id = args
     query = _parse_query(start_date, end_date, group_by)
     if isinstance(query, dict):
-        return query
+        return query, None
     start, end, group = query
     user = _user(user_id)
     try:
-        rows = _CACHE.get(Lake(resolve_lake(lake)), table).rows(start, end, user).lazy()
-        return by_period(rows, start=start, end=end, group_by=group, user_id=user).collect()
+        store = Lake(resolve_lake(lake)).pin()
+        rows = _CACHE.get(store, table).rows(start, end, user).lazy()
+        found = by_period(rows, start=start, end=end, group_by=group, user_id=user).collect()
     except Exception:
         log.exception("%s query failed", table)
-        return _error(failure)
+        return _error(failure), None
+    return found, store.pinned.committed_at if store.pinned else None
 
 
 def metrics(
@@ -166,16 +173,19 @@ def metrics(
     lake: str | None = None,
 ) -> Answer:
     """Event counts per period: `{"status": "success", "data": [{"date": ..., event: n}]}`."""
-    args = (start_date, end_date, group_by, user_id)
-    rows = _period_rows(COUNTS, counts_by_period, METRICS_FAILED, args, lake)
+    return _metrics((start_date, end_date, group_by, user_id), lake)[0]
+
+
+def _metrics(args: tuple[Any, Any, Any, Any], lake: str | None) -> tuple[Answer, AsOf]:
+    rows, as_of = _period_rows(COUNTS, counts_by_period, METRICS_FAILED, args, lake)
     if isinstance(rows, dict):
-        return rows
+        return rows, as_of
     data: list[dict[str, Any]] = []
     for period, event, count in rows.iter_rows():
         if not data or data[-1]["date"] != period.isoformat():
             data.append({"date": period.isoformat()})
         data[-1][event] = int(count)
-    return {"status": "success", "data": data}
+    return {"status": "success", "data": data}, as_of
 
 
 def sessions(
@@ -187,15 +197,34 @@ def sessions(
     lake: str | None = None,
 ) -> Answer:
     """Session totals per period: date, totalDuration, sessionCount, averageDuration."""
-    args = (start_date, end_date, group_by, user_id)
-    rows = _period_rows(SESSIONS, sessions_by_period, SESSIONS_FAILED, args, lake)
+    return _sessions((start_date, end_date, group_by, user_id), lake)[0]
+
+
+def _sessions(args: tuple[Any, Any, Any, Any], lake: str | None) -> tuple[Answer, AsOf]:
+    rows, as_of = _period_rows(SESSIONS, sessions_by_period, SESSIONS_FAILED, args, lake)
     if isinstance(rows, dict):
-        return rows
+        return rows, as_of
     data = [
         {"date": row["period"].isoformat(), **{k: int(v) for k, v in row.items() if k != "period"}}
         for row in rows.iter_rows(named=True)
     ]
-    return {"status": "success", "data": data}
+    return {"status": "success", "data": data}, as_of
 
 
-__all__ = ["metrics", "sessions"]
+QUESTIONS = {"metrics": _metrics, "sessions": _sessions}
+"""The questions `answer` takes, by the name of their endpoint."""
+FAILURES = (METRICS_FAILED, SESSIONS_FAILED)
+"""The messages of an answer that failed because the store did (not the query)."""
+
+
+def answer(
+    question: str, query: Mapping[str, str], *, lake: str | None = None
+) -> tuple[Answer, AsOf]:
+    """The answer to `metrics` or `sessions` for a query string's parameters (start_date,
+    end_date, group_by, user_id), and when the run it comes from committed."""
+    fields = ("start_date", "end_date", "group_by", "user_id")
+    start_date, end_date, group_by, user_id = (query.get(name) for name in fields)
+    return QUESTIONS[question]((start_date, end_date, group_by, user_id), lake)
+
+
+__all__ = ["answer", "metrics", "sessions"]

@@ -1,4 +1,4 @@
-"""The `track` command (SPEC section 10): run, metrics, sessions, serve."""
+"""The `track` command (SPEC section 10): run, metrics, sessions, serve, api."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import json
 import os
 import sys
 import tempfile
-import tomllib
 from datetime import UTC, datetime
 from typing import Any
 
 from flows.server import TemporaryServer
-from flows.settings import DEFAULT_CRON, LOCK_WAIT, resolve_lake
+from flows.settings import (
+    DEFAULT_CRON,
+    LOCK_WAIT,
+    SPOOL_LIMIT,
+    SPOOL_MAX_AGE,
+    prefect_api_url,
+    prefect_home,
+    resolve_lake,
+    spool_folder,
+)
 
 
 def _instant(text: str) -> datetime:
@@ -56,6 +64,26 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the pipeline deployment on a schedule")
     serve.add_argument("--lake")
     serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default {DEFAULT_CRON!r})")
+    api = commands.add_parser("api", help="serve the HTTP API (POST /track, GET /metrics, ...)")
+    api.add_argument("--lake")
+    api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    api.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    api.add_argument("--spool", help="spool folder (default: one per lake in the user's cache)")
+    api.add_argument(
+        "--max-age",
+        type=float,
+        default=SPOOL_MAX_AGE,
+        metavar="SECONDS",
+        help="a spool file moves into the lake this long after its first record "
+        f"({SPOOL_MAX_AGE:.0f})",
+    )
+    api.add_argument(
+        "--spool-limit",
+        type=int,
+        default=SPOOL_LIMIT,
+        metavar="BYTES",
+        help="past this many bytes not yet in the lake, answer 503 (1 GiB)",
+    )
     return parser
 
 
@@ -74,7 +102,7 @@ _PREFECT_HOME_LOCK: list[Any] = []
 
 def _needs_temporary_server() -> bool:
     """True when no Prefect server is configured (PREFECT_API_URL or the active profile)."""
-    return not os.environ.get("PREFECT_API_URL") and not _profile_has_server(_home())
+    return prefect_api_url() is None
 
 
 def _own_prefect_home_if_shared() -> None:
@@ -85,7 +113,7 @@ def _own_prefect_home_if_shared() -> None:
     keeps the shared (warm) home; a run that finds it taken works in a fresh one of its own.
     Call before Prefect is imported, only when there is no server.
     """
-    home = _home()
+    home = prefect_home()
     os.makedirs(home, exist_ok=True)
     handle = open(os.path.join(home, ".track-run.lock"), "w")  # held until the process exits
     try:
@@ -95,20 +123,6 @@ def _own_prefect_home_if_shared() -> None:
         os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="track-prefect-")
     else:
         _PREFECT_HOME_LOCK.append(handle)
-
-
-def _profile_has_server(home: str) -> bool:
-    try:
-        with open(os.path.join(home, "profiles.toml"), "rb") as f:
-            profiles = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
-        return False
-    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
-    return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
-
-
-def _home() -> str:
-    return os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
 
 
 def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) -> int:
@@ -142,6 +156,31 @@ def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) ->
     return 0
 
 
+def _api(args: argparse.Namespace, lake: str) -> int:
+    import logging
+
+    import uvicorn
+
+    from api.app import ApiSettings, create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = ApiSettings(
+        lake=lake,
+        spool=args.spool or spool_folder(lake),
+        max_age=args.max_age,
+        max_spool_bytes=args.spool_limit,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        log_level="info",
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `track` command; the process exit code."""
     args = _parser().parse_args(argv)
@@ -154,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(answer))
         return 0 if answer["status"] == "success" else 1
+    if args.command == "api":
+        return _api(args, lake)
     if args.command == "run":
         server = None
         if "prefect" not in sys.modules and _needs_temporary_server():

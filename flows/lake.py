@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -111,6 +112,8 @@ class Snapshot:
     window_start: str | None = None
     fingerprint: str | None = FINGERPRINT
     """How the stored events were fingerprinted (None: before the lake said so)."""
+    committed_at: str | None = None
+    """When the run that wrote it made it live (RFC 3339, UTC; None before lakes said so)."""
     superseded: list[str] = field(default_factory=list)
     """Files this run replaced: deleted once its snapshot is live (never stored)."""
 
@@ -135,6 +138,13 @@ class Lake:
         protocol = self.fs.protocol
         self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
         self.run: Snapshot | None = None
+        self.pinned: Snapshot | None = None
+
+    def pin(self) -> Lake:
+        """Read the live snapshot once and answer every later read from it (a reader's
+        question sees one run, however many files it reads)."""
+        self.pinned = self.live()
+        return self
 
     def path(self, *parts: str) -> str:
         """The store path of a location under the root."""
@@ -158,6 +168,27 @@ class Lake:
             elif not (len(parts) == 2 and name.startswith((".", "_"))):
                 ignored.append(rel)
         return files, ignored
+
+    def put_raw(self, rel: str, data: bytes) -> None:
+        """Write a whole raw file at raw/<rel>, as a producer drops one: it appears complete or
+        not at all (a single PUT; locally a rename), and a local one is on disk on return."""
+        target = self.path(RAW, rel)
+        if not self.local:
+            self.fs.pipe_file(target, data)
+            return
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        temp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")  # producers' in-progress name
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, target)
+        folder = os.open(parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
 
     def read_raw(self, rel: str) -> bytes:
         """The bytes of a raw file."""
@@ -184,7 +215,11 @@ class Lake:
         except FileNotFoundError:
             return Snapshot()
         return Snapshot(
-            value["tables"], value["state"], value.get("window_start"), value.get("fingerprint")
+            value["tables"],
+            value["state"],
+            value.get("window_start"),
+            value.get("fingerprint"),
+            value.get("committed_at"),
         )
 
     def begin(self) -> Lake:
@@ -205,7 +240,8 @@ class Lake:
         return self
 
     def commit(self) -> None:
-        """Make the run's snapshot live in one atomic write, then delete what it superseded."""
+        """Make the run's snapshot live in one atomic write, then delete what it superseded. A
+        run that changed nothing writes nothing: the lake still says when it last changed."""
         run = self._run()
         value = {
             "tables": run.tables,
@@ -213,7 +249,12 @@ class Lake:
             "window_start": run.window_start,
             "fingerprint": FINGERPRINT,
         }
-        self._write_bytes(self.path(STATE, POINTER), json.dumps(value, indent=1).encode())
+        live = self.live()
+        same = (live.tables, live.state, live.window_start, live.fingerprint)
+        if same != (run.tables, run.state, run.window_start, FINGERPRINT) or not live.committed_at:
+            value["committed_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+            value["committed_at"] = value["committed_at"].replace("+00:00", "Z")
+            self._write_bytes(self.path(STATE, POINTER), json.dumps(value, indent=1).encode())
         for name in run.superseded:
             self._delete_file(name)
         run.superseded.clear()
@@ -235,7 +276,9 @@ class Lake:
         return orphans
 
     def _view(self) -> Snapshot:
-        return self.run if self.run is not None else self.live()
+        if self.run is not None:
+            return self.run
+        return self.pinned if self.pinned is not None else self.live()
 
     def _run(self) -> Snapshot:
         if self.run is None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import tomllib
 from dataclasses import dataclass
 
 from schemas.constants import RETENTION_DAYS
@@ -10,6 +13,10 @@ from schemas.constants import RETENTION_DAYS
 DEFAULT_LAKE = "data/lake"
 DEFAULT_CRON = "*/15 * * * *"
 """The schedule `track serve` gives the pipeline deployment unless told otherwise."""
+SPOOL_MAX_AGE = 60.0
+"""Seconds after its first record that the HTTP API moves a spool file into the lake."""
+SPOOL_LIMIT = 1024**3
+"""Bytes the HTTP API's spool may hold that are not yet in the lake; past them it answers 503."""
 LOCK_WAIT = 600.0
 """Seconds a run waits for another run on the same lake before it skips."""
 
@@ -65,3 +72,33 @@ def _number(name: str, default: float, *, whole: bool = False) -> float:
 def resolve_lake(lake: str | None) -> str:
     """The lake URL to use: the one given, else $TRACK_LAKE, else data/lake."""
     return lake or Settings.from_env().lake
+
+
+def prefect_home() -> str:
+    """Prefect's home folder: $PREFECT_HOME, else ~/.prefect."""
+    return os.path.expanduser(os.environ.get("PREFECT_HOME") or "~/.prefect")
+
+
+def prefect_api_url() -> str | None:
+    """The Prefect server this process would talk to ($PREFECT_API_URL, else the active
+    profile's), or None when there is none. Read without importing Prefect (0.8 s)."""
+    if "PREFECT_API_URL" in os.environ:
+        return os.environ["PREFECT_API_URL"] or None
+    path = os.environ.get("PREFECT_PROFILES_PATH") or os.path.join(prefect_home(), "profiles.toml")
+    try:
+        with open(path, "rb") as f:
+            profiles = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active", "ephemeral")
+    return profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL") or None
+
+
+def spool_folder(lake: str) -> str:
+    """The HTTP API's default spool for a lake: a folder of the user's cache named after it
+    ($XDG_CACHE_HOME, else ~/.cache; then track/spool/<lake as a name>-<its hash>)."""
+    url = lake if "://" in lake else os.path.abspath(lake)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", url).strip("_")[-60:]
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(cache, "track", "spool", f"{name}-{digest}")
