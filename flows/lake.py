@@ -252,8 +252,8 @@ class Lake:
         live = self.live()
         same = (live.tables, live.state, live.window_start, live.fingerprint)
         if same != (run.tables, run.state, run.window_start, FINGERPRINT) or not live.committed_at:
-            value["committed_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
-            value["committed_at"] = value["committed_at"].replace("+00:00", "Z")
+            now = datetime.now(UTC).isoformat(timespec="milliseconds")
+            value["committed_at"] = now.replace("+00:00", "Z")
             self._write_bytes(self.path(STATE, POINTER), json.dumps(value, indent=1).encode())
         for name in run.superseded:
             self._delete_file(name)
