@@ -10,17 +10,10 @@ from __future__ import annotations
 
 import logging
 
+from flows.lake import RAW_FILE_CREATED, lake_resource
 from flows.settings import prefect_api_url
 
 log = logging.getLogger("track.api.events")
-
-RAW_FILE_CREATED = "track.raw.file.created"
-"""The event a file moved into raw/ emits."""
-
-
-def lake_resource(lake: str) -> str:
-    """The Prefect resource id of a lake: what the deployment's trigger matches."""
-    return f"track.lake.{lake}"
 
 
 class Announcer:

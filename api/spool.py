@@ -14,7 +14,8 @@ crash, it lands under the same name with the same bytes, so it changes no answer
   once the store holds it. A move that fails is tried again, with a growing pause.
 - Each open spool file carries an exclusive `flock` for as long as its process lives, so
   several API processes can share one spool folder: a file nobody holds is an earlier
-  process's, and any process moves it (its half-written last line cut, never moved).
+  process's, and any process moves it (its half-written last line cut, never moved): at start,
+  and then every `max_age` seconds, in case a sibling died.
 - Bounded: past `max_pending` requests waiting for a flush or `max_bytes` on disk, `append`
   raises SpoolFull at once; a disk that fails raises SpoolBroken. Nothing is accepted and then
   dropped.
@@ -291,7 +292,7 @@ class Spool:
                 due = [f for f in self._ready if f.next_try <= now or stopping]
             for spool_file in due:
                 self._move(spool_file)
-            if now - last_scan > 30:  # a sibling process may have died
+            if now - last_scan > max(1.0, self.max_age):  # a sibling process may have died
                 self._adopt_orphans()
                 last_scan = now
             if stopping and writer_done:

@@ -170,7 +170,7 @@ def _api(args: argparse.Namespace, lake: str) -> int:
         max_age=args.max_age,
         max_spool_bytes=args.spool_limit,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
@@ -178,6 +178,16 @@ def _api(args: argparse.Namespace, lake: str) -> int:
         timeout_graceful_shutdown=5,
         log_level="info",
     )
+
+    class Server(uvicorn.Server):
+        """Uvicorn's, but a graceful stop on SIGTERM or SIGINT exits 0 (it would re-raise the
+        signal once drained, and supervisors would see a death by signal)."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            self._captured_signals.clear()
+
+    Server(config).run()
     return 0
 
 

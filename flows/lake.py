@@ -97,6 +97,17 @@ def is_raw_name(name: str) -> bool:
     return not name.startswith((".", "_")) and name.endswith(RAW_SUFFIXES)
 
 
+RAW_FILE_CREATED = "track.raw.file.created"
+"""The Prefect event the HTTP API emits for each file it moves into raw/; the deployment that
+`track serve` serves is triggered by it (flows.pipeline.deployment)."""
+
+
+def lake_resource(url: str) -> str:
+    """The Prefect resource id of a lake, which RAW_FILE_CREATED names and triggers match (a
+    local lake by its absolute path, however it was given)."""
+    return f"track.lake.{url.rstrip('/') if '://' in url else os.path.abspath(url)}"
+
+
 class LakeFormatError(RuntimeError):
     """A lake written by a version of Track whose stored rows this one cannot extend."""
 

@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.runtime import flow_run as prefect_flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
@@ -31,7 +32,7 @@ from flows.commit import (
 )
 from flows.faults import crash_point
 from flows.ingest import Batch, FilePlan, FileResult, ingest_file
-from flows.lake import RUNS, STATE, Lake, RawFile
+from flows.lake import RAW_FILE_CREATED, RUNS, STATE, Lake, RawFile, lake_resource
 from flows.lock import POLL_EVERY, LakeLock
 from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 from schemas.constants import REASONS
@@ -364,8 +365,16 @@ DEPLOYMENT = "track"
 
 
 def deployment(lake: str, cron: str | None = DEFAULT_CRON) -> RunnerDeployment:
-    """The `pipeline/track` deployment: the pipeline on a cron schedule, lake as a parameter."""
-    made = pipeline.to_deployment(name=DEPLOYMENT, cron=cron, parameters={"lake": lake})
+    """The `pipeline/track` deployment: the pipeline on a cron schedule, lake as a parameter,
+    and also run whenever the HTTP API moves a file into this lake's raw/ (its Prefect event)."""
+    moved = DeploymentEventTrigger(
+        name="new raw file",
+        expect={RAW_FILE_CREATED},
+        match={"prefect.resource.id": lake_resource(lake)},
+    )
+    made = pipeline.to_deployment(
+        name=DEPLOYMENT, cron=cron, parameters={"lake": lake}, triggers=[moved]
+    )
     return cast(RunnerDeployment, made)  # to_deployment is sync here, called outside a loop
 
 

@@ -14,6 +14,8 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = os.path.join(_PREFECT_HOME, "results")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+# Events are readable (and triggers fire) half a second after they arrive, not five.
+os.environ["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"] = "0.5"
 os.environ.pop("TRACK_LAKE", None)
 # Storage outages in the tests are deliberate: retry them quickly.
 os.environ["TRACK_RETRY_DELAYS"] = "0.2,0.2,0.2"
