@@ -7,7 +7,7 @@ LAKE := data/lake
 DEMO_NOW := 2026-11-20T06:00:00Z
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The Debian packages the tests use: chromium (a page is checked in a real browser) and curl
+# (the original API's README examples). Installed once, as root, on a machine without them.
+SYSTEM_TOOLS := chromium curl
+system:
+	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing (Debian packages)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq$$missing >/dev/null; \
+	fi
 
 # Copy the sample into a fresh local lake, give each file the mtime of its day (so the demo
 # gives the same answers whenever it runs), run the pipeline and print the answers.
@@ -34,7 +44,7 @@ demo: $(STAMP)
 
 # Tests run on every core (at most four worker processes, each with its own Prefect test
 # server): most of their time is spent waiting on Prefect servers and `track run` processes.
-test: $(STAMP)
+test: $(STAMP) system
 	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 # Every figure of the performance section (README); about 15 minutes, inputs cached in bench/out.

@@ -140,10 +140,18 @@ text-align: left; vertical-align: top }
 """
 
 
+def _schema_text(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        text = " | ".join(schema["enum"])
+        return f"{text} (default {schema['default']})" if "default" in schema else text
+    return str(schema.get("type", ""))
+
+
 def docs_page() -> str:
     """OPENAPI as one HTML page."""
     parts = [
         f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Track API</title>"
+        '<link rel=icon href="data:,">'
         f"<style>{_STYLE}</style></head><body><h1>Track API</h1>"
         f"<p class=lead>{html.escape(OPENAPI['info']['description'])}</p>"
         "<p>Machine-readable: <a href=/openapi.json><code>/openapi.json</code></a></p>"
@@ -159,7 +167,7 @@ def docs_page() -> str:
             if op.get("parameters"):
                 rows = "".join(
                     f"<tr><td>{p['name']}</td><td>{'required' if p.get('required') else ''}</td>"
-                    f"<td>{html.escape(str(p['schema']))}</td></tr>"
+                    f"<td>{html.escape(_schema_text(p['schema']))}</td></tr>"
                     for p in op["parameters"]
                 )
                 parts.append(f"<table><tr><th>query</th><th></th><th></th></tr>{rows}</table>")

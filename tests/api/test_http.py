@@ -299,3 +299,15 @@ def test_without_spool_the_api_spools_in_the_users_cache_one_folder_per_lake(tmp
     assert here.startswith(str(tmp_path / "cache" / "track" / "spool") + "/")
     assert spool_folder(str(tmp_path / "data" / "lake")) == here  # the same lake, named fully
     assert spool_folder("s3://bucket/lake") not in (here, spool_folder("s3://bucket/lake2"))
+
+
+def test_the_docs_page_renders_in_a_browser_with_nothing_fetched(tmp_path, api_factory):
+    from tests.browser import render
+
+    api = api_factory(str(tmp_path / "lake"))
+    shown = render(f"{api.url}/docs", str(tmp_path / "docs.png"))
+    assert shown.console == []
+    assert shown.screenshot.startswith(b"\x89PNG") and len(shown.screenshot) > 50_000
+    for path in ("/track", "/batch", "/metrics", "/sessions"):
+        assert f"<code>{path}</code>" in shown.dom
+    assert "Event logged." in shown.dom
