@@ -216,8 +216,8 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
 
     With no quote inside any string, splitting on `"` finds the fields, and a pair is a
     quoted key, a colon and a value that holds no quote or is quoted: the pairs are found by
-    `_PAIR_TOKEN`, and the first `": ` of a pair is the one after its key (a string may end in
-    `, ` or `: ` too, so spaces are never replaced across the whole text).
+    `_PAIR_TOKEN`, and a pair's separator is the colon after its key's closing quote (a key or
+    a string may hold `, ` or `": ` too, so spaces are never replaced across the whole text).
     """
     fields = pl.col("raw").str.splitn('"', 13)  # the 13th holds the rest
     has_metadata = pl.col("raw").str.contains('"metadata":', literal=True)
@@ -226,7 +226,8 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     pairs = (
         record.str.slice(record.str.find('"metadata":', literal=True) + len('"metadata":'))
         .str.extract_all(_PAIR_TOKEN)
-        .list.eval(pl.element().str.replace('": ', '":', literal=True, n=1))  # compact
+        # Compact: the space after the key's closing quote and colon (a key may hold `": ` too).
+        .list.eval(pl.element().str.replace(r'^("[^"]*"): ', "${1}:"))
     )
     parsed = (
         lines.with_columns(fields=fields, pairs=pl.when(has_metadata).then(pairs)).select(

@@ -207,6 +207,8 @@ def _line(draw) -> bytes:
 @example([b'{"event":"","user_id":"","metadata":{",":""}}'])
 @example([b'{"event":"e","user_id":"u","metadata":{"_received_at":"x"},"_received_at":"y"}'])
 @example([b'{"event":"e","user_id":"u","metadata":{"_received_at":"x"}}'])
+@example([b'{"event":"","user_id":"","metadata":{": ":""}}'])  # a key that starts with `: `
+@example([b'{"event": "", "user_id": "", "metadata": {": ": ": "}}'])
 def test_fast_path_gives_what_orjson_gives(lines):
     data = b"\n".join(lines)
     fast = decode_ndjson(data).collect()
