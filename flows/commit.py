@@ -159,13 +159,15 @@ def commit_events(
         return Committed(0, 0, 0, 0, [])
     touched = _dates_of_sources(lake, sources, window_start) | staged.dates()
     stored = _stored_index(lake, touched)
+    # The records this run can change: those with a new copy, or a copy of a re-read file.
+    # Only they are decided again, with every copy of theirs, wherever it is stored.
+    replaced = stored.filter(pl.col("source").is_in(sources))
+    affected = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
+    del replaced
     others = [d for d in lake.partitions(EVENTS) if d >= window_start and d not in touched]
     others += [d for d in lake.partitions(DUPLICATES) if d >= window_start and d not in touched]
     if others:  # copies of these records stored under other dates (clamped timestamps)
-        replaced = stored.filter(pl.col("source").is_in(sources))
-        keys = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
-        elsewhere = _dates_holding(lake, keys, window_start) - touched
-        del keys
+        elsewhere = _dates_holding(lake, affected, window_start) - touched
         stored = pl.concat([stored, _stored_index(lake, elsewhere)])
         touched |= elsewhere
     copies = pl.concat(
@@ -183,7 +185,7 @@ def commit_events(
             ),
         ]
     )
-    decided = _decide(copies, lake.read_state(TOMBSTONES, Tombstones))
+    decided = _decide(copies, affected, lake.read_state(TOMBSTONES, Tombstones))
     del copies
     # Only rows whose place changes travel to the rewrite of their date (new rows come as kept).
     changes = decided.filter(pl.col("kept") != pl.col("was_kept"))
@@ -215,10 +217,11 @@ def commit_events(
     )
 
 
-def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
-    """Which copies are kept, for the copies whose place may change: a record with several
-    copies, a tombstoned one, a copy not kept before. Every other copy is the only one of a
-    live record, kept as it was."""
+def _decide(copies: pl.DataFrame, affected: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
+    """Which copies are kept, for the copies whose place may change: of a record `affected`
+    (by key), one with several copies, a tombstoned one, or a copy not kept before. Every other
+    copy keeps its place: an unaffected record's kept copy may be stored under a date that is
+    not among `copies` (a clamped timestamp), so its copies here are never decided alone."""
     # Copies of one record share fingerprint and instant, so they share this 64-bit mix of
     # both; a clash of two records only adds candidates (deduplicate compares whole keys).
     instant = pl.col("sent_at").dt.epoch("ms").cast(pl.UInt64, wrap_numerical=True)
@@ -233,7 +236,11 @@ def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
         )
     else:
         copies = copies.with_columns(several=several)
-    candidates = copies.filter(pl.col("several") | ~pl.col("was_kept")).drop("several")
+    candidates = (
+        copies.filter(pl.col("several") | ~pl.col("was_kept"))
+        .drop("several")
+        .join(affected, on=RECORD_KEY, how="semi")
+    )
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 

@@ -411,3 +411,22 @@ def test_a_lake_fingerprinted_by_another_version_is_refused_untouched(lake_url):
         run(lake_url)
     assert json.loads(fs.cat_file(pointer)) == live
     assert reader.metrics(d(2), d(2), lake=lake_url) == before
+
+
+def test_copies_of_a_clamped_record_stay_duplicates_when_their_date_changes(lake_url):
+    # A future timestamp is clamped to each copy's received_at, so the copies of one record
+    # lie under different dates. A later run that rewrites the date of the duplicates (for
+    # another event) must not decide them without their kept copy: once, one was promoted.
+    future = (TODAY + timedelta(days=400)).isoformat().replace("+00:00", "Z")
+    record = ev("play", "u", future)
+    drop(lake_url, f"date={d(9)}/a.ndjson", ndjson(record), modified=TODAY - timedelta(days=9))
+    run(lake_url)
+    again = ndjson(record, record)
+    drop(lake_url, f"date={d(2)}/b.ndjson", again, modified=TODAY - timedelta(days=2))
+    assert run(lake_url)["duplicates"] == 2
+    other = ndjson(ev("stop", "v", day(2, 13)))
+    drop(lake_url, f"date={d(2)}/c.ndjson", other, modified=TODAY - timedelta(days=1))
+    report = run(lake_url)
+    assert (report["accepted"], report["duplicates"]) == (1, 0)
+    counted = reader.metrics(d(30), d(0), "month", "u", lake=lake_url)["data"]
+    assert sum(row.get("play", 0) for row in counted) == 1
