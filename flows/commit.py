@@ -159,14 +159,15 @@ def commit_events(
         return Committed(0, 0, 0, 0, [])
     touched = _dates_of_sources(lake, sources, window_start) | staged.dates()
     stored = _stored_index(lake, touched)
-    # The records this run can change: those with a new copy, or a copy of a re-read file.
-    # Only they are decided again, with every copy of theirs, wherever it is stored.
-    replaced = stored.filter(pl.col("source").is_in(sources))
-    affected = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
-    del replaced
     others = [d for d in lake.partitions(EVENTS) if d >= window_start and d not in touched]
     others += [d for d in lake.partitions(DUPLICATES) if d >= window_start and d not in touched]
+    affected = None  # every record: all its copies are here, when every date is
     if others:  # copies of these records stored under other dates (clamped timestamps)
+        # The records this run can change: with a new copy, or a copy of a re-read file. Only
+        # they are decided again, with every copy of theirs, wherever it is stored.
+        replaced = stored.filter(pl.col("source").is_in(sources))
+        affected = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
+        del replaced
         elsewhere = _dates_holding(lake, affected, window_start) - touched
         stored = pl.concat([stored, _stored_index(lake, elsewhere)])
         touched |= elsewhere
@@ -217,11 +218,14 @@ def commit_events(
     )
 
 
-def _decide(copies: pl.DataFrame, affected: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
+def _decide(
+    copies: pl.DataFrame, affected: pl.DataFrame | None, tombstones: pl.DataFrame
+) -> pl.DataFrame:
     """Which copies are kept, for the copies whose place may change: of a record `affected`
-    (by key), one with several copies, a tombstoned one, or a copy not kept before. Every other
-    copy keeps its place: an unaffected record's kept copy may be stored under a date that is
-    not among `copies` (a clamped timestamp), so its copies here are never decided alone."""
+    (by key; None: any), one with several copies, a tombstoned one, or a copy not kept before.
+    Every other copy keeps its place: an unaffected record's kept copy may be stored under a
+    date that is not among `copies` (a clamped timestamp), so its copies here are never
+    decided without it."""
     # Copies of one record share fingerprint and instant, so they share this 64-bit mix of
     # both; a clash of two records only adds candidates (deduplicate compares whole keys).
     instant = pl.col("sent_at").dt.epoch("ms").cast(pl.UInt64, wrap_numerical=True)
@@ -236,11 +240,9 @@ def _decide(copies: pl.DataFrame, affected: pl.DataFrame, tombstones: pl.DataFra
         )
     else:
         copies = copies.with_columns(several=several)
-    candidates = (
-        copies.filter(pl.col("several") | ~pl.col("was_kept"))
-        .drop("several")
-        .join(affected, on=RECORD_KEY, how="semi")
-    )
+    candidates = copies.filter(pl.col("several") | ~pl.col("was_kept")).drop("several")
+    if affected is not None:
+        candidates = candidates.join(affected, on=RECORD_KEY, how="semi")
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 

@@ -311,3 +311,50 @@ def test_the_docs_page_renders_in_a_browser_with_nothing_fetched(tmp_path, api_f
     for path in ("/track", "/batch", "/metrics", "/sessions"):
         assert f"<code>{path}</code>" in shown.dom
     assert "Event logged." in shown.dom
+
+
+@pytest.mark.skipif(not ORIGINAL.is_dir(), reason="../shared/original-api is not beside the repo")
+def test_the_original_postman_collection_gets_the_original_answers(tmp_path, api_factory):
+    lake = str(tmp_path / "lake")
+    api = api_factory(lake)
+    collection = json.loads((ORIGINAL / "analytics-api.postman_collection.json").read_text())
+    today = datetime.now(UTC).date()
+    dynamic = {  # Postman's dynamic variables, as Postman would fill them in
+        r"\{\{\$randomLoremParagraphs\(50\)\}\}": "Lorem ipsum dolor sit amet. " * 400,
+        r"\{\{\$isoTimestamp -(\d+) days\}\}\}?": lambda m: (
+            today - timedelta(days=int(m.group(1)))
+        ).isoformat(),
+        r"\{\{\$isoTimestamp\}\}": today.isoformat(),
+        r"\{\{baseUrl\}\}": "",
+    }
+
+    def filled(text: str) -> str:
+        for pattern, value in dynamic.items():
+            text = re.sub(pattern, value, text)
+        return text
+
+    answers = {}
+    for folder in collection["item"]:
+        for item in folder["item"]:
+            request = item["request"]
+            url = filled(
+                request["url"] if isinstance(request["url"], str) else request["url"]["raw"]
+            )
+            if request["method"] == "POST":
+                body = filled(json.dumps(request["body"]["raw"]))  # objects, not strings (ABOUT.md)
+                answers[item["name"]] = api.post(url, body, **{"Content-Type": "application/json"})
+            else:
+                answers[item["name"]] = api.client.get(url)
+    for name in ("Track Play Event", "Track Stop Event", "Track with Future Timestamp"):
+        assert answers[name].json() == LOGGED, name
+    assert answers["Track with Large Metadata"].json() == LOGGED
+    invalid = answers["Invalid Date Format"]
+    assert (invalid.status_code, invalid.json()["message"]) == (
+        400,
+        "Invalid date format. Use YYYY-MM-DD",
+    )
+    for name in ("Daily Metrics", "Weekly Metrics", "Daily Sessions", "Weekly Sessions"):
+        assert answers[name].json() == {"status": "success", "data": []}, name  # before a run
+    assert api.stop() < 10
+    report = pipeline(lake=lake)
+    assert (report["accepted"], report["truncated"]) == (4, 1)
