@@ -87,10 +87,13 @@ def received_at_text(moment: datetime) -> str:
 
 def as_line(record: dict[str, Any], received: str) -> bytes:
     """The NDJSON line Track writes for an accepted record: its fields as sent (every value
-    the same JSON value), with `_received_at` last (the API's instant replaces a sent one)."""
-    record.pop(RECEIVED_AT_KEY, None)
-    record[RECEIVED_AT_KEY] = received
-    return orjson.dumps(record) + b"\n"
+    the same JSON value), with `_received_at` (the API's instant replaces a sent one) before
+    `metadata`, the plain shape the pipeline reads fastest (transforms.parse.FAST_LINE)."""
+    line = {k: v for k, v in record.items() if k not in (RECEIVED_AT_KEY, "metadata")}
+    line[RECEIVED_AT_KEY] = received
+    if "metadata" in record:
+        line["metadata"] = record["metadata"]
+    return orjson.dumps(line) + b"\n"
 
 
 def judge(value: dict[str, Any] | tuple[str, str] | None) -> dict[str, Any] | tuple[str, str]:

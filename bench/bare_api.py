@@ -23,7 +23,9 @@ async def track(request: Request) -> Response:
     return Response(LOGGED, media_type="application/json")
 
 
-app = Starlette(routes=[Route("/track", track, methods=["POST"]), Route("/batch", track, methods=["POST"])])
+app = Starlette(
+    routes=[Route("/track", track, methods=["POST"]), Route("/batch", track, methods=["POST"])]
+)
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False, log_level="warning")

@@ -76,7 +76,9 @@ def test_a_sent_received_at_is_replaced_by_the_apis():
         "x": 1,
         **{"_received_at": "2025-03-01T12:00:00.000Z"},
     }
-    assert line.endswith(b'"_received_at":"2025-03-01T12:00:00.000Z"}\n')
+    assert line == b'{"event":"e","user_id":"u","x":1,"_received_at":"2025-03-01T12:00:00.000Z"}\n'
+    with_metadata = as_line({"event": "e", "user_id": "u", "metadata": {"a": 1}}, "T")
+    assert with_metadata == b'{"event":"e","user_id":"u","_received_at":"T","metadata":{"a":1}}\n'
 
 
 def test_a_batch_is_judged_record_by_record_in_either_shape():

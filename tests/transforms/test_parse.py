@@ -11,6 +11,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from api.records import as_line
 from transforms.parse import FAST_LINE, decode_ndjson, decode_pieces
 
 
@@ -184,12 +185,12 @@ def _line(draw) -> bytes:
             "timestamp",
             draw(st.sampled_from(['"2025-01-18T14:30:00.250Z"', '"2025-01-18"', "null"])),
         ),
-        ("metadata", meta),
-        # As Track's HTTP API writes it, last; sometimes odd, as another producer may send it.
+        # As Track's HTTP API writes it, before metadata; sometimes odd, as others may send it.
         (
             "_received_at",
             draw(st.sampled_from(['"2025-01-18T14:30:00.250Z"', '"x}"', "17", "null"])),
         ),
+        ("metadata", meta),
     ]
     fields = [f for f in fields if f[0] in ("event", "user_id") or draw(st.integers(0, 3))]
     if draw(st.integers(0, 3)) == 0:
@@ -208,6 +209,7 @@ def _line(draw) -> bytes:
 @example([b'{"event":"e","user_id":"u","metadata":{"_received_at":"x"},"_received_at":"y"}'])
 @example([b'{"event":"e","user_id":"u","metadata":{"_received_at":"x"}}'])
 @example([b'{"event":"","user_id":"","metadata":{": ":""}}'])  # a key that starts with `: `
+@example([b'{"event":"","user_id":"","metadata":{"a":": y","b": ": "}}'])  # values that hold it
 @example([b'{"event": "", "user_id": "", "metadata": {": ": ": "}}'])
 def test_fast_path_gives_what_orjson_gives(lines):
     data = b"\n".join(lines)
@@ -235,16 +237,28 @@ def test_generated_bench_lines_and_the_apis_lines_take_the_fast_path():
         "metadata": {"device": "ios", "track": "t-1", "position": 152.231},
     }
     line = json.dumps(record)
-    api = orjson.dumps({**record, "_received_at": "2026-11-01T12:04:25.000Z"}).decode()
+    api = as_line(dict(record), "2026-11-01T12:04:25.000Z").decode().rstrip("\n")
     assert pl.Series([line, line.replace(" ", ""), api]).str.contains(FAST_LINE).all()
 
 
-def test_a_lines_received_at_is_read_on_both_paths():
-    line = b'{"event":"e","user_id":"u","metadata":{"a":1},"_received_at":"2025-01-18T14:30:00Z"}'
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"event":"e","user_id":"u","_received_at":"2025-01-18T14:30:00Z","metadata":{"a":1}}',
+        b'{"event":"e","user_id":"u","metadata":{"a":1},"_received_at":"2025-01-18T14:30:00Z"}',
+    ],
+)
+def test_a_lines_received_at_is_read_on_both_paths(line):
     for fast in (True, False):
         (row,) = decode_ndjson(line, fast=fast).collect().to_dicts()
         assert row["received_at_text"] == "2025-01-18T14:30:00Z"
         assert row["metadata"] == '{"a":1}'
+
+
+def test_a_metadata_key_named_received_at_is_not_the_lines():
+    line = b'{"event":"e","user_id":"u","metadata":{"_received_at":"2025-01-18T14:30:00Z"}}'
+    (row,) = decode_ndjson(line).collect().to_dicts()
+    assert row["received_at_text"] is None
 
 
 def test_fingerprint_sums_wrap_around_as_stored_lakes_expect():
