@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from schemas.constants import MAX_BATCH_RECORDS, MAX_BODY_BYTES, RECEIVED_AT_KEY
+from schemas.constants import INVALID_JSON, MAX_BATCH_RECORDS, MAX_BODY_BYTES, RECEIVED_AT_KEY
 from schemas.records import record_problem
 from transforms.parse import object_record, read_record
 
@@ -99,7 +99,7 @@ def as_line(record: dict[str, Any], received: str) -> bytes:
 def judge(value: dict[str, Any] | tuple[str, str] | None) -> dict[str, Any] | tuple[str, str]:
     """A decoded record, or the reason and message the quarantine would give it."""
     if value is None:
-        return ("invalid_json", "line is empty: send one JSON object")
+        return INVALID_JSON, "line is empty: send one JSON object"
     if isinstance(value, tuple):
         return value
     return record_problem(value) or value

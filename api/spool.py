@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flows.lake import Lake, partition_date
+from flows.lake import Lake, fsync_folder, partition_date
 
 log = logging.getLogger("track.api.spool")
 
@@ -85,14 +85,6 @@ def new_name(now: datetime) -> str:
     bits."""
     stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%f")[:-3]
     return f"{PREFIX}{stamp}Z-{uuid.uuid4().hex}{SUFFIX}"
-
-
-def _fsync_folder(folder: str) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
@@ -259,7 +251,7 @@ class Spool:
         path = os.path.join(folder, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _fsync_folder(folder)  # the name survives a power cut too
+        fsync_folder(folder)  # the name survives a power cut too
         spool_file = SpoolFile(day, name, path, fd)
         self._open[day] = spool_file
         with self._lock:
@@ -317,7 +309,7 @@ class Spool:
             os.remove(spool_file.path)
         except FileNotFoundError:  # an orphan that another process moved as well
             pass
-        _fsync_folder(os.path.dirname(spool_file.path))
+        fsync_folder(os.path.dirname(spool_file.path))
         os.close(spool_file.fd)
         with self._lock:
             self._ready.remove(spool_file)

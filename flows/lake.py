@@ -108,6 +108,16 @@ def lake_resource(url: str) -> str:
     return f"track.lake.{url.rstrip('/') if '://' in url else os.path.abspath(url)}"
 
 
+def fsync_folder(folder: str) -> None:
+    """Flush a local folder's entries to disk, so a file created or renamed in it survives a
+    power cut."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class LakeFormatError(RuntimeError):
     """A lake written by a version of Track whose stored rows this one cannot extend."""
 
@@ -195,11 +205,7 @@ class Lake:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temp, target)
-        folder = os.open(parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        fsync_folder(parent)
 
     def read_raw(self, rel: str) -> bytes:
         """The bytes of a raw file."""

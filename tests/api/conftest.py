@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +57,7 @@ class Api:
 def start_api(
     lake: str,
     spool: str,
+    log: str,
     *,
     max_age: float = 0.5,
     extra: tuple[str, ...] = (),
@@ -65,7 +65,6 @@ def start_api(
 ) -> Api:
     """Start `track api` on a free loopback port and wait until it serves."""
     port = free_port()
-    log = tempfile.mktemp(prefix="track-api-", suffix=".log")
     command = [sys.executable, "-m", "flows.cli", "api", "--lake", lake, "--spool", spool]
     command += ["--port", str(port), "--max-age", str(max_age), *extra]
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
@@ -93,7 +92,8 @@ def api_factory(tmp_path) -> Iterator:
     started: list[Api] = []
 
     def factory(lake: str, spool: str | None = None, **options) -> Api:
-        api = start_api(lake, spool or str(tmp_path / "spool"), **options)
+        log = str(tmp_path / f"track-api-{len(started)}.log")
+        api = start_api(lake, spool or str(tmp_path / "spool"), log, **options)
         started.append(api)
         return api
 

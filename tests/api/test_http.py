@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 import reader
-from flows.lake import Lake
+from flows.lake import Lake, is_raw_name
 from flows.pipeline import pipeline
 from schemas.tables import Events
 from tests.api.conftest import Api
@@ -36,13 +36,15 @@ def wait_for(condition, timeout: float = 30, what: str = "it") -> None:
 
 
 def raw_files(lake: str) -> dict[str, bytes]:
-    """Every file under the lake's raw/, by its path there."""
+    """Every file under the lake's raw/ that the pipeline would read, by its path there (a local
+    put_raw's in-progress `.tmp-` name is not one)."""
     fs, root = fsspec.core.url_to_fs(lake)
     fs.invalidate_cache()
     base = f"{root.rstrip('/')}/raw"
     if not fs.exists(base):
         return {}
-    return {p[len(base) + 1 :]: fs.cat_file(p) for p in fs.find(base)}
+    found = [p for p in fs.find(base) if is_raw_name(p.rsplit("/", 1)[-1])]
+    return {p[len(base) + 1 :]: fs.cat_file(p) for p in found}
 
 
 def spooled(api: Api) -> list[str]:
