@@ -65,7 +65,8 @@ class Committed:
 @dataclass
 class Staged:
     """The run's new retained events, staged by ingest as `events/date=D/<id>.parquet` files
-    under `folder`; each file with the sources whose rows in it were superseded (re-read)."""
+    under `folder`; each file with the sources read again later in the run, whose rows in it
+    are not used."""
 
     lake: Lake
     folder: str
@@ -87,13 +88,13 @@ class Staged:
         source = pl.col("source").cast(pl.Categorical if categorical_source else pl.String)
         empty = pl.DataFrame(schema={**EVENT_SCHEMA_STAGED, "date": pl.Date()})
         frames = [empty.select(*(columns or EVENT_SCHEMA_STAGED), "date").with_columns(source)]
-        for name, superseded in self.files:
+        for name, read_again in self.files:
             at = _staged_date(name)
             if day is not None and at != day:
                 continue
             rows = self.lake.read_parquet(self.folder, name, columns=columns)
-            if superseded:
-                rows = rows.filter(~pl.col("source").is_in(superseded))
+            if read_again:
+                rows = rows.filter(~pl.col("source").is_in(read_again))
             frames.append(rows.with_columns(source, date=pl.lit(at)))
         return pl.concat(frames)
 
@@ -228,7 +229,7 @@ def _decide(
     decided without it."""
     # Copies of one record share fingerprint and instant, so they share this 64-bit mix of
     # both; a clash of two records only adds candidates (deduplicate compares whole keys).
-    instant = pl.col("sent_at").dt.epoch("ms").cast(pl.UInt64, wrap_numerical=True)
+    instant = pl.col("sent_at").dt.epoch("ms")
     mix = pl.col("fingerprint") ^ instant
     several = mix.is_duplicated()
     if len(tombstones):

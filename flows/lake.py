@@ -10,17 +10,23 @@ Layout under the root URL (local folder or any fsspec URL such as s3://bucket/pr
     counts/date=D/part-<id>.parquet                  daily counts per event and user
     sessions/date=D/part-<id>.parquet                sessions, by date of their play
     runs/<run_id>.json                               one run report per run
-    _state/snapshot.json                             the commit point (see below)
+    _state/snapshots/<n>.json                        the commit point (see below)
     _state/files-<id>.parquet, tombstones-<id>.parquet   what the pipeline remembers
 
 Commit protocol: data files are immutable and never overwritten; each write makes a new file
-with a fresh id. `_state/snapshot.json` names the one live file of every partition and state
-table, and the window start. A run works on a copy of the snapshot and replaces the pointer in
-one atomic write at its very end (a rename locally, a single PUT on object stores); only then
-are the files it superseded deleted. A run killed before that write leaves the old snapshot
-live, and its new files are orphans that the next run deletes; killed after, the new snapshot
-is live and the next run deletes what it superseded. The reader only reads files the live
-snapshot names, so its answers are those of before a run or after it, never a mix.
+with a fresh id. A snapshot names the one current file of every partition and state table, and
+the window start. Snapshots are numbered, `_state/snapshots/<n>.json`, the highest is current,
+and a snapshot file is only ever created, exclusively (a hard link locally, `If-None-Match: *`
+on S3): of two runs that try to write snapshot n, one fails. A run begins by claiming the next
+number with a copy of the current snapshot, before it deletes anything, and commits by creating
+the number after its claim. So a run that stalled past its lock's lease (a GC pause, a frozen
+VM, SIGSTOP) and lost the lake to another run cannot overwrite the newer snapshot when it wakes:
+the other run's claim took its number, its commit fails (LakeFencedError) and changes nothing
+visible. Only after its snapshot is current does a run delete the files it replaced. A run
+killed before that write leaves the old snapshot current, and its new files are orphans that
+the next run deletes; killed after, the new snapshot is current and the next run deletes what it
+replaced. The reader only reads files the current snapshot names, so its answers are those of
+before a run or after it, never a mix.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import json
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import IO, Any, Literal, cast
 
@@ -38,20 +44,20 @@ import fsspec
 import pandera.polars as pa
 import polars as pl
 
+from flows import delta
+from flows.faults import crash_point
 from schemas.constants import FINGERPRINT, RAW_SUFFIXES
-from schemas.tables import polars_schema
+from schemas.tables import TABLE_MODELS, polars_schema
 
 RAW = "raw"
 STATE = "_state"
 RUNS = "runs"
-EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = TABLES = (
-    "events",
-    "duplicates",
-    "quarantine",
-    "counts",
-    "sessions",
-)
-POINTER = "snapshot.json"
+EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = TABLES = tuple(TABLE_MODELS)
+SNAPSHOTS = f"{STATE}/snapshots"
+LEGACY_POINTER = "snapshot.json"
+"""The single pointer lakes had before snapshots were numbered: read as snapshot 0."""
+KEEP_SNAPSHOTS = 20
+"""How many of the newest snapshot files a commit keeps (older ones are deleted)."""
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -122,6 +128,11 @@ class LakeFormatError(RuntimeError):
     """A lake written by a version of Track whose stored rows this one cannot extend."""
 
 
+class LakeFencedError(RuntimeError):
+    """A run lost the lake to another (its lock lease lapsed) before it committed: its commit
+    was refused and nothing it wrote became visible."""
+
+
 @dataclass
 class Snapshot:
     """The live files of a lake: one per partition of each table, one per state table."""
@@ -134,9 +145,23 @@ class Snapshot:
     fingerprint: str | None = FINGERPRINT
     """How the stored events were fingerprinted (None: before the lake said so)."""
     committed_at: str | None = None
-    """When the run that wrote it made it live (RFC 3339, UTC; None before lakes said so)."""
-    superseded: list[str] = field(default_factory=list)
-    """Files this run replaced: deleted once its snapshot is live (never stored)."""
+    """When the run that wrote it made it current (RFC 3339, UTC; None before lakes said so)."""
+    number: int = 0
+    """Its number under _state/snapshots/ (0: none yet, or the legacy pointer); never stored."""
+    replaced: list[str] = field(default_factory=list)
+    """Files this run replaced: deleted once its snapshot is current (never stored)."""
+    written: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Files this run wrote: their bytes and rows, for the Delta logs (never stored)."""
+
+    def stored(self) -> dict[str, Any]:
+        """The JSON document of the snapshot."""
+        return {
+            "tables": self.tables,
+            "state": self.state,
+            "window_start": self.window_start,
+            "fingerprint": self.fingerprint,
+            "committed_at": self.committed_at,
+        }
 
     def referenced(self) -> set[str]:
         """Every file path the snapshot names."""
@@ -226,9 +251,14 @@ class Lake:
     # The snapshot ----------------------------------------------------------------------------
 
     def live(self) -> Snapshot:
-        """The snapshot other runs and readers see now."""
+        """The snapshot other runs and readers see now: the highest-numbered one."""
+        numbers = self._snapshot_numbers()
+        if numbers:
+            name, number = self.path(SNAPSHOTS, f"{numbers[-1]:012d}.json"), numbers[-1]
+        else:
+            name, number = self.path(STATE, LEGACY_POINTER), 0
         try:
-            value = json.loads(self.fs.cat_file(self.path(STATE, POINTER)))
+            value = json.loads(self.fs.cat_file(name))
         except FileNotFoundError:
             return Snapshot()
         return Snapshot(
@@ -237,44 +267,101 @@ class Lake:
             value.get("window_start"),
             value.get("fingerprint"),
             value.get("committed_at"),
+            number,
         )
 
     def begin(self) -> Lake:
-        """Start a run on a private copy of the live snapshot; refuse a lake whose stored
-        events were fingerprinted by another version of Track."""
-        live = self.live()
-        stored = live.tables.get(EVENTS) or live.tables.get(DUPLICATES)
-        if stored and live.fingerprint != FINGERPRINT:
-            made = f"as {live.fingerprint}" if live.fingerprint else "by an older Track"
-            raise LakeFormatError(
-                f"{self.url} holds events fingerprinted {made}, not as {FINGERPRINT}: new copies"
-                " of them would not be recognised. Rebuild it from raw/: delete everything but"
-                " raw/ and run again."
+        """Start a run on a private copy of the current snapshot, claimed under the next number
+        (a copy of it, so readers see no change) so that no run that began earlier can commit
+        any more; refuse a lake whose stored events were fingerprinted by another version."""
+        while True:
+            live = self.live()
+            stored = live.tables.get(EVENTS) or live.tables.get(DUPLICATES)
+            if stored and live.fingerprint != FINGERPRINT:
+                made = f"as {live.fingerprint}" if live.fingerprint else "by an older Track"
+                raise LakeFormatError(
+                    f"{self.url} holds events fingerprinted {made}, not as {FINGERPRINT}: new"
+                    " copies of them would not be recognised. Rebuild it from raw/: delete"
+                    " everything but raw/ and run again."
+                )
+            claim = Snapshot(
+                {t: dict(p) for t, p in live.tables.items()},
+                dict(live.state),
+                live.window_start,
+                FINGERPRINT,
+                live.committed_at,
+                live.number + 1,
             )
-        self.run = Snapshot(
-            {t: dict(p) for t, p in live.tables.items()}, dict(live.state), live.window_start
-        )
-        return self
+            if self._create_snapshot(claim):
+                self.run = claim
+                return self
+            # Another run made that number between our read and our write: read again.
 
     def commit(self) -> None:
-        """Make the run's snapshot live in one atomic write, then delete what it superseded. A
-        run that changed nothing writes nothing: the lake still says when it last changed."""
+        """Make the run's snapshot current by creating the number after its claim, then delete
+        what it replaced. A run that changed nothing writes nothing: the lake still says when it
+        last changed. Raises LakeFencedError, having changed nothing, if another run has claimed
+        the lake since this one began."""
         run = self._run()
-        value = {
-            "tables": run.tables,
-            "state": run.state,
-            "window_start": run.window_start,
-            "fingerprint": FINGERPRINT,
-        }
         live = self.live()
-        same = (live.tables, live.state, live.window_start, live.fingerprint)
-        if same != (run.tables, run.state, run.window_start, FINGERPRINT) or not live.committed_at:
+        if live.number != run.number:
+            raise self._fenced(live.number)
+        changed = (live.tables, live.state, live.window_start) != (
+            run.tables,
+            run.state,
+            run.window_start,
+        )
+        if changed or not live.committed_at:
             now = datetime.now(UTC).isoformat(timespec="milliseconds")
-            value["committed_at"] = now.replace("+00:00", "Z")
-            self._write_bytes(self.path(STATE, POINTER), json.dumps(value, indent=1).encode())
-        for name in run.superseded:
+            made = replace(run, committed_at=now.replace("+00:00", "Z"), number=run.number + 1)
+            if not self._create_snapshot(made):
+                raise self._fenced(made.number)
+            run.number, run.committed_at = made.number, made.committed_at
+            crash_point("snapshot-written")
+        self.publish_tables()
+        for name in run.replaced:
             self._delete_file(name)
-        run.superseded.clear()
+        run.replaced.clear()
+        self._forget_snapshots(run.number)
+
+    def publish_tables(self) -> int:
+        """Bring each table's Delta log to the run's snapshot (flows.delta); the versions made.
+        A commit does it; a run's recovery does it for a run killed between the two. A run
+        whose snapshot is no longer current (it stalled, another took over) publishes nothing."""
+        run = self._run()
+        if self.live().number != run.number:
+            raise self._fenced(self.live().number)
+        return delta.publish(self, run)
+
+    def _fenced(self, number: int) -> LakeFencedError:
+        return LakeFencedError(
+            f"This run lost {self.url} before it committed: another run took it over (the lake"
+            f" is at snapshot {number}, this run began from snapshot {self._run().number - 1})"
+            " once this run's lock lease lapsed: was the process stopped or the network cut?"
+            " Nothing this run wrote was made visible; the next run ingests its input again."
+        )
+
+    def _snapshot_numbers(self) -> list[int]:
+        self.fs.invalidate_cache()
+        try:
+            names = self.fs.ls(self.path(SNAPSHOTS), detail=False)
+        except FileNotFoundError:
+            return []
+        ends = (n.rstrip("/").rsplit("/", 1)[-1] for n in names)
+        return sorted(int(n[:-5]) for n in ends if n.endswith(".json") and n[:-5].isdigit())
+
+    def _create_snapshot(self, snapshot: Snapshot) -> bool:
+        """Create snapshot file `snapshot.number`; False if it exists already."""
+        target = self.path(SNAPSHOTS, f"{snapshot.number:012d}.json")
+        return self._create_bytes(target, json.dumps(snapshot.stored(), indent=1).encode())
+
+    def _forget_snapshots(self, current: int) -> None:
+        """Delete all but the newest snapshot files, and the legacy pointer."""
+        for number in self._snapshot_numbers():
+            if number <= current - KEEP_SNAPSHOTS:
+                self._delete_file(f"{SNAPSHOTS}/{number:012d}.json")
+        if current > 0 and self.fs.exists(self.path(STATE, LEGACY_POINTER)):
+            self.fs.rm_file(self.path(STATE, LEGACY_POINTER))
 
     def delete_orphans(self) -> int:
         """Delete data files no live snapshot names (left by a run that was killed); the count."""
@@ -287,7 +374,7 @@ class Lake:
                 continue
             for full in self.fs.find(root):
                 name = full[len(self.base) + 1 :]
-                if name.endswith(".parquet") and name not in live and "/staging/" not in name:
+                if name.endswith(".parquet") and name not in live and not _kept(name):
                     self._delete_file(name)
                     orphans += 1
         return orphans
@@ -325,8 +412,8 @@ class Lake:
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
         """Replace a partition with `rows` (in the run's snapshot); no rows removes it."""
         name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
-        live = self._run().tables.setdefault(table, {})
-        self._replace(live, day.isoformat(), None if rows.is_empty() else name, rows)
+        files = self._run().tables.setdefault(table, {})
+        self._replace(files, day.isoformat(), None if rows.is_empty() else name, rows)
 
     def delete_partition(self, table: str, day: date) -> None:
         """Remove a partition (in the run's snapshot)."""
@@ -366,16 +453,18 @@ class Lake:
         self._replace(self._run().state, name, file, rows)
 
     def _replace(
-        self, live: dict[str, str], key: str, file: str | None, rows: pl.DataFrame
+        self, files: dict[str, str], key: str, file: str | None, rows: pl.DataFrame
     ) -> None:
         # The commit protocol's one rule: write a new file, never overwrite; the old one is
         # deleted only once the snapshot that no longer names it is live.
-        old = live.pop(key, None)
+        old = files.pop(key, None)
         if old is not None:
-            self._run().superseded.append(old)
+            self._run().replaced.append(old)
         if file is not None:
-            self._write_bytes(self.path(file), _parquet_bytes(rows))
-            live[key] = file
+            data = _parquet_bytes(rows)
+            self._write_bytes(self.path(file), data)
+            files[key] = file
+            self._run().written[file] = (len(data), len(rows))
 
     @property
     def window_start(self) -> date | None:
@@ -432,6 +521,32 @@ class Lake:
             except OSError:
                 pass
 
+    def _create_bytes(self, target: str, data: bytes) -> bool:
+        """Create a file that must not exist, atomically and exclusively: False if it does.
+        Locally a hard link of a file written aside (link(2) fails if the name exists); on
+        object stores a conditional PUT (If-None-Match: *)."""
+        parent = target.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if not self.local:
+            try:
+                self.fs.pipe_file(target, data, mode="create")
+            except FileExistsError:
+                return False
+            return True
+        temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        with open(temp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(temp)
+        fsync_folder(parent)
+        return True
+
     def _write_bytes(self, target: str, data: bytes) -> None:
         # A single PUT is atomic on object stores; locally, write aside then rename.
         parent = target.rsplit("/", 1)[0]
@@ -442,6 +557,12 @@ class Lake:
         temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
         self.fs.pipe_file(temp, data)
         self.fs.mv(temp, target)
+
+
+def _kept(name: str) -> bool:
+    """A Parquet file that no snapshot names but that is no orphan: a run's staging, a Delta
+    log's checkpoint."""
+    return "/staging/" in name or "/_delta_log/" in name
 
 
 def _parquet_bytes(rows: pl.DataFrame, compression: Literal["zstd", "lz4"] = "zstd") -> bytes:

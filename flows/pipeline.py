@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 import polars as pl
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.runtime import flow_run as prefect_flow_run
+from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from flows.commit import (
@@ -32,7 +34,16 @@ from flows.commit import (
 )
 from flows.faults import crash_point
 from flows.ingest import Batch, FilePlan, FileResult, ingest_file
-from flows.lake import RAW_FILE_CREATED, RUNS, STATE, Lake, RawFile, lake_resource
+from flows.lake import (
+    RAW_FILE_CREATED,
+    RUNS,
+    STATE,
+    Lake,
+    LakeFencedError,
+    LakeFormatError,
+    RawFile,
+    lake_resource,
+)
 from flows.lock import POLL_EVERY, LakeLock
 from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 from schemas.constants import REASONS
@@ -52,6 +63,30 @@ STAGE_ROWS = 250_000
 # Their results are never cached: every run must look at the lake as it is.
 RETRY_DELAYS: list[float] = list(Settings.from_env().retry_delays)
 RETRIES = len(RETRY_DELAYS)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _worth_retrying(task: Any, task_run: Any, state: State) -> bool:
+    """A store failing for a moment is worth retrying; a lake that says no is not."""
+    try:
+        state.result()
+    except (LakeFencedError, LakeFormatError):
+        return False
+    except BaseException:  # noqa: BLE001 (any other failure is the store's, for a moment)
+        return True
+    return True
+
+
+def storage_task(fn: Callable[P, R]) -> Task[P, R]:
+    """A task whose storage calls are retried, whose results are never cached (every run must
+    look at the lake as it is), and which gives up at once when the lake refuses the run."""
+    return task(
+        retries=RETRIES,
+        retry_delay_seconds=RETRY_DELAYS,
+        retry_condition_fn=_worth_retrying,
+        cache_policy=NO_CACHE,
+    )(fn)
 
 
 @dataclass
@@ -130,7 +165,7 @@ class BatchResult:
     files: list[FileResult]
     events: list[str]
     quarantine: list[str]
-    superseded: set[str] = field(default_factory=set)
+    read_again: set[str] = field(default_factory=set)
     """Files read again later in the run: their staged rows here are not used."""
 
 
@@ -157,7 +192,7 @@ def same_bytes_again(plans: list[FilePlan], results: list[BatchResult]) -> list[
     ]
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def list_raw(lake_url: str) -> tuple[list[RawFile], list[str]]:
     """List raw/ (files to consider, and other paths to report)."""
     return Lake(lake_url).list_raw()
@@ -187,7 +222,7 @@ class Stager:
             self.rejected.append(path)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def ingest_batch(
     lake_url: str, plans: list[FilePlan], window_start: date, stage: str
 ) -> BatchResult:
@@ -204,7 +239,7 @@ def _staged(lake: Lake, stage: str, results: list[BatchResult]) -> Staged:
     return Staged(
         lake,
         f"{STATE}/{STAGING}/{stage}",
-        [(name, frozenset(r.superseded)) for r in results for name in r.events],
+        [(name, frozenset(r.read_again)) for r in results for name in r.events],
     )
 
 
@@ -213,20 +248,20 @@ def _rejected(lake: Lake, stage: str, results: list[BatchResult]) -> pl.DataFram
     for result in results:
         for name in result.quarantine:
             rows = lake.read_parquet(STATE, STAGING, stage, name)
-            frames.append(rows.filter(~pl.col("source").is_in(result.superseded)))
+            frames.append(rows.filter(~pl.col("source").is_in(result.read_again)))
     return pl.concat(frames)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def drop_expired_events(lake: Lake, window_start: date) -> int:
     """Drop event partitions that left the window, before anything is rebuilt."""
     return expire_events(lake, window_start=window_start)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: str) -> Committed:
     """Fold the staged rows into events, duplicates, counts, quarantine and the manifest."""
-    files = [f for r in results for f in r.files if f.path not in r.superseded]
+    files = [f for r in results for f in r.files if f.path not in r.read_again]
     sources = {f.path for f in files if not f.unchanged}
     staged = _staged(lake, stage, results)
     outcome = commit_events(lake, staged, sources=sources, window_start=window_start)
@@ -237,7 +272,7 @@ def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: st
     return outcome
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def rollups(lake: Lake, outcome: Committed, window_start: date) -> int:
     """Match again the sessions of the users whose plays or stops changed; the sessions in the
     window."""
@@ -246,7 +281,7 @@ def rollups(lake: Lake, outcome: Committed, window_start: date) -> int:
     return count_sessions(lake, window_start=window_start)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def publish(lake: Lake, window_start: date, stage: str) -> int:
     """Make the run live (the commit point), then delete raw input that left the window."""
     deleted = expire_quarantine(lake, window_start=window_start)
@@ -257,9 +292,11 @@ def publish(lake: Lake, window_start: date, stage: str) -> int:
     return deleted + expire_raw(lake, window_start=window_start)
 
 
-@task(retries=RETRIES, retry_delay_seconds=RETRY_DELAYS, cache_policy=NO_CACHE)
+@storage_task
 def recover(lake: Lake) -> int:
-    """Delete what a killed run left behind: unreferenced files and staging; the count."""
+    """Finish or undo what a killed run left: publish its snapshot to the Delta logs, delete
+    unreferenced files and staging; the count deleted."""
+    lake.publish_tables()
     lake.remove(STATE, STAGING)
     return lake.delete_orphans()
 
@@ -382,8 +419,8 @@ def _locked_run(
     store: Lake, run_id: str, now: datetime, days: int, dask_address: str | None
 ) -> RunReport:
     """The run itself, under the lake's lock."""
+    store.begin()  # claims the lake's next snapshot: an earlier, stalled run can't commit now
     recover(store)
-    store.begin()
     window_start = window_start_for(store, now, days)
     files, ignored = list_raw(store.url)
     plans = plan_files(store, files)
@@ -391,7 +428,7 @@ def _locked_run(
     again = same_bytes_again(plans, results)
     if again:
         for result in results:
-            result.superseded = {p.raw.path for p in again}
+            result.read_again = {p.raw.path for p in again}
         results += ingest_batches(store.url, batches(again), window_start, run_id, dask_address)
     crash_point("ingested")
     deleted = drop_expired_events(store, window_start)
@@ -413,7 +450,7 @@ def _report(
     sessions: int,
     ignored: list[str],
 ) -> RunReport:
-    files = [f for r in results for f in r.files if not f.unchanged and f.path not in r.superseded]
+    files = [f for r in results for f in r.files if not f.unchanged and f.path not in r.read_again]
     by_reason = {reason: sum(f.quarantined.get(reason, 0) for f in files) for reason in REASONS}
     return RunReport(
         run_id=run_id,

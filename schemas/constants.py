@@ -60,8 +60,10 @@ RFC3339 = (
 RAW_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 """Names a producer may drop under raw/date=YYYY-MM-DD/."""
 
-FINGERPRINT = "xxh3-64-sum"
-"""How the stored `fingerprint` of events and duplicates is made (transforms.parse.fingerprint).
+FINGERPRINT = "xxh3-64-sum-int64"
+"""How the stored `fingerprint` of events and duplicates is made (transforms.parse.fingerprint):
+the sum of XXH3-64s, its 64 bits stored as a signed integer (lakes before Delta tables stored
+them unsigned, "xxh3-64-sum", and are rebuilt from raw/).
 A lake's snapshot names it; a run refuses a lake whose rows were fingerprinted otherwise, as
 new copies would not meet the stored ones."""
 

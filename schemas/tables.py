@@ -28,7 +28,7 @@ class Events(pa.DataFrameModel):
     received_at: Instant = pa.Field(description="last-modified time of the source file")
     source: str = pa.Field(description="path of the raw file, relative to raw/")
     line: int = pa.Field(ge=1, description="1-based line number in the source file")
-    fingerprint: pl.UInt64 = pa.Field(description="XXH3-64 of event, user_id and metadata as sent")
+    fingerprint: pl.Int64 = pa.Field(description="XXH3-64 of event, user_id and metadata as sent")
     sent_at: Instant = pa.Field(description="the instant as sent (received_at if none)")
 
     @pa.check("metadata", name="metadata_fits")
@@ -96,6 +96,16 @@ class Manifest(pa.DataFrameModel):
         strict = True
 
 
+TABLE_MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "events": Events,
+    "duplicates": Duplicates,
+    "quarantine": Quarantine,
+    "counts": Counts,
+    "sessions": Sessions,
+}
+"""The tables users read, each at `<root>/<name>/`, partitioned by date: a Delta table too."""
+
+
 def conform(rows: pl.DataFrame, model: type[pa.DataFrameModel]) -> pl.DataFrame:
     """The rows in a model's columns, checked for names and types only: for rows assembled
     from rows the model already validated (its value checks hold for them by construction).
@@ -120,7 +130,7 @@ def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
 class Tombstones(pa.DataFrameModel):
     """`_state/tombstones-<id>.parquet`: keys of records counted once whose kept copy expired."""
 
-    fingerprint: pl.UInt64
+    fingerprint: pl.Int64
     sent_at: Instant
 
     class Config:

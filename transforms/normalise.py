@@ -18,7 +18,7 @@ EVENT_SCHEMA = pl.Schema(
         "received_at": UTC_MS,
         "source": pl.String(),
         "line": pl.Int64(),
-        "fingerprint": pl.UInt64(),
+        "fingerprint": pl.Int64(),
         "sent_at": UTC_MS,
         "date": pl.Date(),
         "clamped": pl.Boolean(),

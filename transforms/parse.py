@@ -131,9 +131,11 @@ def fingerprint(record: pl.Expr, pairs: pl.Expr) -> pl.Expr:
     """64 bits that are equal for records alike: the sum (modulo 2**64) of the XXH3-64 of
     `record` and of each of `pairs` (`dedup_parts`). XXH3 is a published algorithm, stable
     across versions, unlike Polars' own `hash`; a sum needs no sorting of the pairs, so key
-    order cannot matter. Records are alike when fingerprint and instant are equal."""
+    order cannot matter. Records are alike when fingerprint and instant are equal. Stored as
+    a signed Int64 (the same 64 bits): Delta tables have no unsigned integers."""
     each = pairs.list.eval(plh.col("").nchash.xxh3_64()).list.sum().fill_null(0)
-    return (plh.col(record.meta.output_name()).nchash.xxh3_64() + each).alias("fingerprint")
+    total = plh.col(record.meta.output_name()).nchash.xxh3_64() + each
+    return total.reinterpret(signed=True).alias("fingerprint")
 
 
 def _bad(line_no: int, raw: str, reason: str, message: str) -> tuple[Any, ...]:

@@ -287,7 +287,7 @@ def test_unreadable_files_are_quarantined_whole_and_the_run_goes_on(lake_url, fi
     assert answers(lake_url, d(1), d(1))[0] == [{"date": d(1), "play": 2}]
 
 
-def test_tables_are_plain_hive_parquet_for_notebooks(tmp_path):
+def test_tables_are_delta_tables_for_notebooks(tmp_path):
     lake = str(tmp_path / "lake")
     drop(
         lake,
@@ -299,20 +299,22 @@ def test_tables_are_plain_hive_parquet_for_notebooks(tmp_path):
         ),
     )
     run(lake)
-    events = pl.scan_parquet(tmp_path / "lake" / "events").collect()
+    events = pl.scan_delta(str(tmp_path / "lake" / "events")).collect()
     assert events.schema["date"] == pl.Date
     assert events.height == 2
     meta = events.filter(pl.col("event") == "play")["metadata"][0]
     assert json.loads(meta) == {"path": "C:\\tmp", "q": '"quoted"', "text": "naïve"}
-    quarantine = pl.scan_parquet(tmp_path / "lake" / "quarantine").collect()
+    quarantine = pl.scan_delta(str(tmp_path / "lake" / "quarantine")).collect()
     assert quarantine.select("line", "raw", "reason").rows() == [(3, "nope", "invalid_json")]
-    counts = pl.scan_parquet(tmp_path / "lake" / "counts").collect()
+    counts = pl.scan_delta(str(tmp_path / "lake" / "counts")).collect()
     assert counts.select("date", "event", "count").sort("event").rows() == [
         (date.fromisoformat(d(1)), "play", 1),
         (date.fromisoformat(d(1)), "stop", 1),
     ]
-    sessions = pl.scan_parquet(tmp_path / "lake" / "sessions").collect()
+    sessions = pl.scan_delta(str(tmp_path / "lake" / "sessions")).collect()
     assert sessions["duration_ms"].to_list() == [3_600_000]
+    nothing = pl.scan_delta(str(tmp_path / "lake" / "duplicates")).collect()
+    assert (nothing.height, nothing.columns) == (0, events.columns)
 
 
 def test_the_report_is_stored_in_the_lake_and_published_as_an_artifact(lake_url):
@@ -337,17 +339,19 @@ def test_a_run_with_nothing_new_changes_nothing(lake_url):
     )
     first = run(lake_url)
     fs, root = fsspec.core.url_to_fs(lake_url)
-    # Every table and all the pipeline's state; only the lock is taken and released again.
+    # Every table and all the pipeline's state; only the lock is taken and released again,
+    # and the run's claim on the lake is a new snapshot file, a copy of the current one.
     tables = ("events", "duplicates", "quarantine", "counts", "sessions", "_state")
 
     def snapshot() -> dict[str, bytes]:
         fs.invalidate_cache()
-        return {
+        files = {
             p: fs.cat_file(p)
             for t in tables
             for p in fs.find(f"{root}/{t}")
-            if "/_state/lock/" not in p
+            if "/_state/lock/" not in p and "/_state/snapshots/" not in p
         }
+        return {**files, "current": fs.cat_file(max(fs.ls(f"{root}/_state/snapshots")))}
 
     before = snapshot()
     second = run(lake_url)
@@ -400,9 +404,9 @@ def test_a_lake_fingerprinted_by_another_version_is_refused_untouched(lake_url):
     drop(lake_url, f"date={d(2)}/a.ndjson", ndjson(ev("play", "u", day(2, 1))))
     run(lake_url)
     fs, root = fsspec.core.url_to_fs(lake_url)
-    pointer = f"{root}/_state/snapshot.json"
+    pointer = max(fs.ls(f"{root}/_state/snapshots", detail=False))  # the current snapshot
     live = json.loads(fs.cat_file(pointer))
-    assert live["fingerprint"] == "xxh3-64-sum"
+    assert live["fingerprint"] == "xxh3-64-sum-int64"
     del live["fingerprint"]  # as the versions before the marker wrote it
     fs.pipe_file(pointer, json.dumps(live).encode())
     before = reader.metrics(d(2), d(2), lake=lake_url)
@@ -410,6 +414,7 @@ def test_a_lake_fingerprinted_by_another_version_is_refused_untouched(lake_url):
     with pytest.raises(LakeFormatError, match="Rebuild it from raw/"):
         run(lake_url)
     assert json.loads(fs.cat_file(pointer)) == live
+    assert max(fs.ls(f"{root}/_state/snapshots", detail=False)) == pointer  # no claim either
     assert reader.metrics(d(2), d(2), lake=lake_url) == before
 
 

@@ -10,14 +10,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import fsspec
 import pytest
 
 import reader
-from flows.lake import Lake
+from flows.lake import Lake, LakeFencedError
 from flows.lock import LakeLock
 from flows.pipeline import pipeline
 from tests.lakes import drop, ndjson
@@ -32,7 +32,9 @@ Started = tuple[subprocess.Popen, Any, Any]
 SHARED_PREFECT_HOME = tempfile.mkdtemp(prefix="track-shared-")
 
 
-def _track_run(lake: str, *, kill_at: str | None = None, home: str | None = None) -> Started:
+def _track_run(
+    lake: str, *, kill_at: str | None = None, stop_at: str | None = None, home: str | None = None
+) -> Started:
     """Start `track run` in its own process group, with its own Prefect home.
 
     Output goes to temporary files: a killed run's temporary Prefect server (its child) would
@@ -47,6 +49,8 @@ def _track_run(lake: str, *, kill_at: str | None = None, home: str | None = None
     env.pop("PREFECT_API_URL", None)
     if kill_at:
         env["TRACK_KILL_AT"] = kill_at
+    if stop_at:
+        env["TRACK_STOP_AT"] = stop_at
     command = [
         sys.executable,
         "-m",
@@ -90,6 +94,27 @@ def _answers(lake: str) -> list:
     return out
 
 
+def _delta_daily(lake: str) -> dict[str, dict[str, int]]:
+    """Daily counts by event as a notebook reads them: `pl.scan_delta` of counts/."""
+    import polars as pl
+
+    from flows.delta import storage_options
+
+    counts = pl.scan_delta(f"{lake}/counts", storage_options=storage_options(lake))
+    daily = counts.group_by("date", "event").agg(pl.col("count").sum()).collect()
+    out: dict[str, dict[str, int]] = {}
+    for day, event, count in daily.rows():
+        out.setdefault(day.isoformat(), {})[event] = count
+    return out
+
+
+def _reader_daily(lake: str) -> dict[str, dict[str, int]]:
+    """Daily counts by event as the reader answers them (days with none left out)."""
+    answer = reader.metrics("2025-01-01", "2025-03-31", "day", lake=lake)["data"]
+    days = ({k: n for k, n in row.items() if k != "date" and n} for row in answer)
+    return {row["date"]: counts for row, counts in zip(answer, days, strict=True) if counts}
+
+
 def _first_drop(lake: str) -> None:
     drop(
         lake,
@@ -126,8 +151,25 @@ def _second_drop(lake: str) -> None:
     )
 
 
+def _third_drop(lake: str) -> None:
+    drop(
+        lake,
+        "date=2025-03-08/c.ndjson",
+        ndjson(
+            {"event": "play", "user_id": "y", "timestamp": "2025-03-08T10:00:00Z"},
+            {"event": "stop", "user_id": "y", "timestamp": "2025-03-08T10:05:00Z"},
+        ),
+        modified=MODIFIED,
+    )
+
+
+def _stopped(pid: int) -> bool:
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] == "T"
+
+
 def _no_stray_files(lake_url: str) -> None:
-    """Every Parquet file under a table is live, so plain scans agree with the reader."""
+    """Every Parquet file under a table is current (its Delta log aside): nothing is left."""
     lake = Lake(lake_url)
     live = lake.live().referenced()
     fs, root = fsspec.core.url_to_fs(lake_url)
@@ -135,7 +177,8 @@ def _no_stray_files(lake_url: str) -> None:
     for table in ("events", "duplicates", "quarantine", "counts", "sessions"):
         if fs.exists(f"{root}/{table}"):
             for path in fs.find(f"{root}/{table}"):
-                assert path[len(root.rstrip("/")) + 1 :] in live, path
+                if "/_delta_log/" not in path:
+                    assert path[len(root.rstrip("/")) + 1 :] in live, path
 
 
 def test_track_run_stops_the_temporary_server_it_started(tmp_path):
@@ -163,24 +206,70 @@ def after_answers(prefect_harness):
 
 
 @pytest.mark.usefixtures("prefect_harness")
-@pytest.mark.parametrize("point", ["ingested", "partition-written", "rolled-up", "published"])
+@pytest.mark.parametrize(
+    "point", ["ingested", "partition-written", "rolled-up", "snapshot-written", "published"]
+)
 def test_a_killed_run_leaves_old_or_new_answers_and_the_next_run_finishes(
     lake_url, point, after_answers
 ):
     _first_drop(lake_url)
     pipeline(lake=lake_url, now=NOW)
-    before = _answers(lake_url)
+    before, delta_before = _answers(lake_url), _delta_daily(lake_url)
+    assert delta_before == _reader_daily(lake_url)
     _second_drop(lake_url)
     code, _, err = _finish(_track_run(lake_url, kill_at=point))
     assert code == -signal.SIGKILL, err[-2000:]
     assert _answers(lake_url) in (before, after_answers)
+    if point in ("snapshot-written", "published"):  # the reader answers from the new snapshot
+        assert _answers(lake_url) == after_answers
+    else:  # killed mid-write, before its commit: a notebook reads the lake as before the run
+        assert _delta_daily(lake_url) == delta_before
     report = pipeline(lake=lake_url, now=NOW)
     assert _answers(lake_url) == after_answers
+    assert _delta_daily(lake_url) == _reader_daily(lake_url) != delta_before
     _no_stray_files(lake_url)
     fs, root = fsspec.core.url_to_fs(lake_url)
     assert not fs.exists(f"{root}/raw/date=2025-01-02")
     if point == "published":  # the killed run was live: nothing was left to read
         assert report["files"] == 0
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("point", ["partition-written", "rolled-up"])
+def test_a_run_frozen_past_its_lease_cannot_overwrite_the_run_that_took_over(lake_url, point):
+    # Frozen (SIGSTOP) in its write phase, a run loses its 3 s lease; another run takes the
+    # lake, ingests more and commits. Thawed, the first must fail and change nothing visible.
+    everything = tempfile.mkdtemp(prefix="track-all-") + "/lake"
+    for add in (_first_drop, _second_drop, _third_drop):
+        add(everything)
+    pipeline(lake=everything, now=NOW)
+    _first_drop(lake_url)
+    pipeline(lake=lake_url, now=NOW)
+    before = _delta_daily(lake_url)
+    _second_drop(lake_url)
+    frozen = _track_run(lake_url, stop_at=point)
+    try:
+        deadline = time.monotonic() + 120
+        while not _stopped(frozen[0].pid):
+            assert frozen[0].poll() is None and time.monotonic() < deadline, _finish(frozen)
+            time.sleep(0.1)
+        assert _delta_daily(lake_url) == before  # frozen mid-write: not half a run
+        _third_drop(lake_url)
+        taken_over = pipeline(lake=lake_url, now=NOW, lock_wait=60)
+        assert (taken_over["files"], taken_over["waited_for_lock"] > 1) == (3, True)
+        answers = _answers(lake_url)
+        assert answers == _answers(everything)
+    finally:
+        os.kill(frozen[0].pid, signal.SIGCONT)
+    code, _, err = _finish(frozen)
+    assert code == 1, err[-2000:]
+    if point == "rolled-up":  # its own files were left alone: it got as far as its commit
+        assert "LakeFencedError: This run lost" in err, err[-2000:]
+    assert _answers(lake_url) == answers
+    assert pipeline(lake=lake_url, now=NOW)["files"] == 0
+    assert _answers(lake_url) == answers
+    assert _delta_daily(lake_url) == _reader_daily(lake_url) == _reader_daily(everything)
+    _no_stray_files(lake_url)
 
 
 @pytest.mark.usefixtures("prefect_harness")
@@ -360,3 +449,28 @@ def test_the_lock_is_still_renewed_after_the_store_fails_for_a_moment(tmp_path):
     holder.release()
     assert other.acquire(wait=0)
     other.release()
+
+
+def test_a_run_that_began_before_another_cannot_commit_after_it(lake_url):
+    first = Lake(lake_url).begin()
+    first.write_partition("counts", date(2025, 3, 5), _counts("play", 1))
+    second = Lake(lake_url).begin()  # took the lake over: its claim fences the first run out
+    second.write_partition("counts", date(2025, 3, 6), _counts("stop", 2))
+    second.commit()
+    current = Lake(lake_url).live()
+    fenced = "took it over .the lake is at snapshot 3, this run began from snapshot 0"
+    with pytest.raises(LakeFencedError, match=fenced):
+        first.commit()
+    assert Lake(lake_url).live() == current
+    assert Lake(lake_url).partitions("counts") == [date(2025, 3, 6)]
+    # A run that changes nothing leaves only its claim, a copy: the lake says when it changed.
+    third = Lake(lake_url).begin()
+    third.commit()
+    after = Lake(lake_url).live()
+    assert (after.number, after.committed_at) == (current.number + 1, current.committed_at)
+
+
+def _counts(event: str, count: int) -> Any:
+    import polars as pl
+
+    return pl.DataFrame({"event": [event], "user_id": ["u"], "count": [count]})

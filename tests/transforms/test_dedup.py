@@ -11,7 +11,7 @@ from transforms.dedup import deduplicate
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 LATER = datetime(2025, 1, 2, tzinfo=UTC)
 SCHEMA = {
-    "fingerprint": pl.UInt64,
+    "fingerprint": pl.Int64,
     "sent_at": pl.Datetime("ms", "UTC"),
     "received_at": pl.Datetime("ms", "UTC"),
     "source": pl.String,
@@ -23,7 +23,7 @@ def _copies(*rows) -> pl.LazyFrame:
     return pl.LazyFrame(list(rows), schema=SCHEMA, orient="row")
 
 
-NO_TOMBSTONES = pl.LazyFrame(schema={"fingerprint": pl.UInt64, "sent_at": SCHEMA["sent_at"]})
+NO_TOMBSTONES = pl.LazyFrame(schema={"fingerprint": pl.Int64, "sent_at": SCHEMA["sent_at"]})
 
 
 def _kept(copies, tombstones=NO_TOMBSTONES):
@@ -51,6 +51,6 @@ def test_tombstoned_records_are_never_kept_again():
     copies = _copies((7, AT, LATER, "late.ndjson", 1), (8, AT, LATER, "late.ndjson", 2))
     tombstones = pl.LazyFrame(
         {"fingerprint": [7], "sent_at": [AT]},
-        schema={"fingerprint": pl.UInt64, "sent_at": SCHEMA["sent_at"]},
+        schema={"fingerprint": pl.Int64, "sent_at": SCHEMA["sent_at"]},
     )
     assert _kept(copies, tombstones) == [("late.ndjson", 2)]
