@@ -6,8 +6,10 @@ from __future__ import annotations
 import codecs
 import gzip
 import hashlib
+import os
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import IO
@@ -124,7 +126,9 @@ def _text_blocks(name: str, f: IO[bytes] | _Hashed) -> Iterator[bytes]:
         yield block
 
 
-def check_large_file(name: str, open_file: Callable[[], IO[bytes]]) -> tuple[str, int, str | None]:
+def check_large_file(
+    name: str, open_file: Callable[[], AbstractContextManager[IO[bytes]]]
+) -> tuple[str, int, str | None]:
     """Read a large raw file through: its sha256, its size, and why it cannot be read as lines
     (None if it can), as `file_text` would say it."""
     with open_file() as f:
@@ -329,16 +333,69 @@ class Batch:
 _NONE = pl.DataFrame(schema=polars_schema(Quarantine))
 
 
+class _OneVersion:
+    """A large raw file opened once and read again from its start by every pass, so that the
+    hash and the rows come from one version of it: on S3 each read must match the ETag of the
+    open (s3fs asks If-Match; a newer object fails the read, and the task is retried); locally
+    the open file keeps the version it opened when a producer renames a new one over it, and
+    `check` notices one rewritten in place."""
+
+    def __init__(self, lake: Lake, path: str) -> None:
+        self.lake, self.path = lake, path
+        self.f = lake.open_raw(path)
+        self.opened = self._version()
+
+    def rewound(self) -> IO[bytes]:
+        """The open file, at its start."""
+        self.f.seek(0)
+        return self.f
+
+    def again(self) -> AbstractContextManager[IO[bytes]]:
+        """The open file at its start, to read `with`, left open."""
+        return nullcontext(self.rewound())
+
+    def _version(self) -> tuple[int, ...] | None:
+        if not self.lake.local:
+            return None
+        stat = os.fstat(self.f.fileno())
+        return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def check(self) -> None:
+        if self._version() != self.opened:
+            raise RawFileChangedError(
+                f"raw/{self.path} was rewritten in place while it was read: read it again"
+            )
+
+
+class RawFileChangedError(OSError):
+    """A raw file changed while it was read (a store error: its task is retried)."""
+
+
 def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
     """Read one raw file and decode it into `batch`, a chunk of lines at a time; nothing when
-    its bytes are unchanged. A file larger than WHOLE_FILE_BYTES is never held whole."""
+    its bytes are unchanged. A file larger than WHOLE_FILE_BYTES is never held whole, and all
+    its passes read one version of it."""
+    if plan.raw.size <= WHOLE_FILE_BYTES:
+        data = lake.read_raw(plan.raw.path)
+        whole: tuple[str, int, str | None] = hashlib.sha256(data).hexdigest(), len(data), None
+        return _ingest(plan, batch, whole, data, None)
+    pinned = _OneVersion(lake, plan.raw.path)
+    with pinned.f:
+        found = check_large_file(plan.raw.path, pinned.again)
+        result = _ingest(plan, batch, found, None, pinned)
+        pinned.check()
+        return result
+
+
+def _ingest(
+    plan: FilePlan,
+    batch: Batch,
+    found: tuple[str, int, str | None],
+    data: bytes | None,
+    pinned: _OneVersion | None,
+) -> FileResult:
     raw = plan.raw
-    data: bytes | None = None
-    if raw.size <= WHOLE_FILE_BYTES:
-        data = lake.read_raw(raw.path)
-        sha, size, problem = hashlib.sha256(data).hexdigest(), len(data), None
-    else:
-        sha, size, problem = check_large_file(raw.path, lambda: lake.open_raw(raw.path))
+    sha, size, problem = found
     received_at = plan.known_received_at.get(sha, raw.modified)
     result = FileResult(raw.path, size, raw.modified, sha, received_at)
     if sha == plan.prior_sha256:
@@ -353,12 +410,11 @@ def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
     if problem is not None:
         batch.reject(unreadable_file(raw.path, problem, received_at))
         return result
-    chunks = line_chunks(data) if data is not None else _streamed(lake, raw.path)
+    if data is not None:
+        chunks = line_chunks(data)
+    else:
+        assert pinned is not None
+        chunks = stream_chunks(raw.path, pinned.rewound())
     for first_line, chunk in chunks:
         batch.add(Piece(raw.path, received_at, first_line, chunk))
     return result
-
-
-def _streamed(lake: Lake, path: str) -> Iterator[tuple[int, bytes]]:
-    with lake.open_raw(path) as f:
-        yield from stream_chunks(path, f)
