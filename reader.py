@@ -13,10 +13,9 @@ reads the table again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -24,11 +23,11 @@ from typing import Any, cast
 
 import polars as pl
 
-from flows.lake import COUNTS, SESSIONS, Lake
-from flows.settings import resolve_lake
-from schemas.tables import Counts, Sessions, polars_schema
-from transforms.counts import GROUP_BYS, GroupBy, counts_by_period
-from transforms.sessions import sessions_by_period
+from track.lake.store import COUNTS, SESSIONS, Lake
+from track.schemas.tables import Counts, Sessions, polars_schema
+from track.settings import resolve_lake
+from track.transforms.counts import GROUP_BYS, GroupBy, counts_by_period
+from track.transforms.sessions import sessions_by_period
 
 log = logging.getLogger("track.reader")
 
@@ -103,36 +102,14 @@ def _prepare(table: str, rows: pl.DataFrame) -> _Prepared:
     return _Prepared(totals, rows.sort("user_id"))
 
 
-class _Cache:
-    """Prepared rollup tables by lake, table and the files that make them (the most recently
-    used few): a file is never rewritten, so the same names mean the same rows."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.tables: OrderedDict[tuple[str, str, frozenset[str]], _Prepared] = OrderedDict()
-        self.lock = threading.Lock()
-
-    def get(self, lake: Lake, table: str) -> _Prepared:
-        files = lake.partition_files(table)
-        key = (lake.url, table, frozenset(files.values()))
-        with self.lock:
-            found = self.tables.get(key)
-            if found is not None:
-                self.tables.move_to_end(key)
-                return found
-        frames = [pl.DataFrame(schema={**polars_schema(_MODELS[table]), "date": pl.Date()})]
-        frames += [
-            lake.read_parquet(name).with_columns(date=pl.lit(day)) for day, name in files.items()
-        ]
-        prepared = _prepare(table, pl.concat(frames, how="vertical_relaxed"))
-        with self.lock:
-            self.tables[key] = prepared
-            while len(self.tables) > self.capacity:
-                self.tables.popitem(last=False)
-        return prepared
-
-
-_CACHE = _Cache(capacity=8)
+@functools.lru_cache(maxsize=8)
+def _prepared(url: str, table: str, files: tuple[tuple[date, str], ...]) -> _Prepared:
+    """A rollup table prepared from its files (the most recently used few are kept): a file
+    is never rewritten, so the same names mean the same rows."""
+    lake = Lake(url)
+    frames = [pl.DataFrame(schema={**polars_schema(_MODELS[table]), "date": pl.Date()})]
+    frames += [lake.read_parquet(name).with_columns(date=pl.lit(day)) for day, name in files]
+    return _prepare(table, pl.concat(frames, how="vertical_relaxed"))
 
 
 AsOf = str | None
@@ -156,7 +133,8 @@ def _period_rows(
     user = _user(user_id)
     try:
         store = Lake(resolve_lake(lake)).pin()
-        rows = _CACHE.get(store, table).rows(start, end, user).lazy()
+        files = tuple(sorted(store.partition_files(table).items()))
+        rows = _prepared(store.url, table, files).rows(start, end, user).lazy()
         found = by_period(rows, start=start, end=end, group_by=group, user_id=user).collect()
     except Exception:
         log.exception("%s query failed", table)

@@ -24,10 +24,10 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import reader
-from api.docs import OPENAPI, docs_page
-from api.events import Announcer
-from api.records import (
+from track import reader
+from track.api.docs import OPENAPI, docs_page
+from track.api.events import Announcer
+from track.api.records import (
     RequestError,
     TooLarge,
     Unavailable,
@@ -37,10 +37,10 @@ from api.records import (
     one_record,
     received_at_text,
 )
-from api.spool import Spool, SpoolBroken, SpoolFull
-from flows.lake import Lake
-from flows.settings import SPOOL_LIMIT
-from schemas.constants import MAX_BODY_BYTES
+from track.api.spool import Spool, SpoolBroken, SpoolFull
+from track.lake.store import Lake
+from track.schemas.constants import MAX_BODY_BYTES
+from track.settings import SPOOL_LIMIT
 
 log = logging.getLogger("track.api")
 
@@ -176,7 +176,7 @@ async def ready(request: Request) -> Response:
     problem = request.app.state.spool.problem
     if problem is None:
         try:
-            await run_in_threadpool(Lake(request.app.state.settings.lake).live)
+            await run_in_threadpool(Lake(request.app.state.settings.lake).current)
         except Exception as exc:
             problem = f"the lake does not answer: {type(exc).__name__}: {exc}"
     if problem is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from schemas.constants import MAX_BATCH_RECORDS, MAX_BODY_BYTES, REASONS
+from track.schemas.constants import MAX_BATCH_RECORDS, MAX_BODY_BYTES, REASONS
 
 _ERROR = {
     "type": "object",

@@ -1,5 +1,5 @@
 """Freshness, the Prefect way: each spool file moved into the lake is announced as a Prefect
-event, which the deployment `track serve` serves is triggered by (flows.pipeline.deployment),
+event, which the deployment `track serve` serves is triggered by (track.flows.pipeline.deployment),
 so posted events are counted a run later, not at the next cron tick.
 
 Only when a Prefect server is configured: without one, Prefect would start a temporary server
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from flows.lake import RAW_FILE_CREATED, lake_resource
-from flows.settings import prefect_api_url
+from track.lake.store import RAW_FILE_CREATED, lake_resource
+from track.settings import prefect_api_url
 
 log = logging.getLogger("track.api.events")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from schemas.constants import INVALID_JSON, MAX_BATCH_RECORDS, MAX_BODY_BYTES, RECEIVED_AT_KEY
-from schemas.records import record_problem
-from transforms.parse import object_record, read_record
+from track.schemas.constants import INVALID_JSON, MAX_BATCH_RECORDS, MAX_BODY_BYTES, RECEIVED_AT_KEY
+from track.schemas.records import record_problem
+from track.transforms.parse import object_record, read_record
 
 
 class RequestError(Exception):

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flows.lake import Lake, fsync_folder, partition_date
+from track.lake.store import Lake, fsync_folder, partition_date
 
 log = logging.getLogger("track.api.spool")
 

@@ -106,7 +106,7 @@ def main() -> None:
         bare.wait()
 
     lake, port = work / "lake", _free_port()
-    command = [sys.executable, "-m", "flows.cli", "api", "--lake", str(lake), "--port", str(port)]
+    command = [sys.executable, "-m", "track.cli", "api", "--lake", str(lake), "--port", str(port)]
     track = _serve([*command, "--spool", str(work / "spool"), "--max-age", "1"], port)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -93,7 +93,7 @@ def track_run(lake: Path, extra_env: dict[str, str] | None = None) -> Run:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **(extra_env or {}),
     }
-    command = [sys.executable, "-m", "flows.cli", "run", "--lake", str(lake), "--now", NOW]
+    command = [sys.executable, "-m", "track.cli", "run", "--lake", str(lake), "--now", NOW]
     with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
         child = subprocess.Popen(

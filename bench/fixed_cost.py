@@ -16,7 +16,7 @@ import time
 
 from common import BENCH, PREFECT_HOME, empty_run, fresh_lake, record, track_run
 
-from flows.server import TemporaryServer
+from track.flows.server import TemporaryServer
 
 
 def seconds_of(code: str) -> float:
@@ -31,7 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     empty = statistics.median(empty_run(1).seconds for _ in range(args.repeat))
     bare = statistics.median(seconds_of("pass") for _ in range(args.repeat))
-    imports = statistics.median(seconds_of("import flows.pipeline") for _ in range(args.repeat))
+    imports = statistics.median(
+        seconds_of("import track.flows.pipeline") for _ in range(args.repeat)
+    )
     rest = empty - imports
     server_start = time.perf_counter()
     os.environ["PREFECT_HOME"] = str(PREFECT_HOME)

@@ -19,22 +19,23 @@ from prefect.runtime import flow_run as prefect_flow_run
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from flows.commit import (
+from track.lake.faults import crash_point
+from track.lake.ingest import Batch, FilePlan, FileResult, ingest_file
+from track.lake.lock import POLL_EVERY, LakeLock
+from track.lake.merge import (
     MANIFEST,
-    Committed,
+    Merged,
     Staged,
-    commit_events,
-    commit_quarantine,
     count_sessions,
     expire_events,
     expire_quarantine,
     expire_raw,
+    merge_events,
+    merge_quarantine,
     rebuild_sessions,
     update_manifest,
 )
-from flows.faults import crash_point
-from flows.ingest import Batch, FilePlan, FileResult, ingest_file
-from flows.lake import (
+from track.lake.store import (
     RAW_FILE_CREATED,
     RUNS,
     STATE,
@@ -44,10 +45,9 @@ from flows.lake import (
     RawFile,
     lake_resource,
 )
-from flows.lock import POLL_EVERY, LakeLock
-from flows.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
-from schemas.constants import REASONS
-from schemas.tables import Events, Manifest, Quarantine, polars_schema
+from track.schemas.constants import REASONS
+from track.schemas.tables import Events, Manifest, Quarantine, polars_schema
+from track.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 
 STAGING = "staging"
 BATCH_BYTES = 64 * 1024 * 1024
@@ -259,13 +259,13 @@ def drop_expired_events(lake: Lake, window_start: date) -> int:
 
 
 @storage_task
-def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: str) -> Committed:
+def merge(lake: Lake, results: list[BatchResult], window_start: date, stage: str) -> Merged:
     """Fold the staged rows into events, duplicates, counts, quarantine and the manifest."""
     files = [f for r in results for f in r.files if f.path not in r.read_again]
     sources = {f.path for f in files if not f.unchanged}
     staged = _staged(lake, stage, results)
-    outcome = commit_events(lake, staged, sources=sources, window_start=window_start)
-    commit_quarantine(
+    outcome = merge_events(lake, staged, sources=sources, window_start=window_start)
+    merge_quarantine(
         lake, _rejected(lake, stage, results), sources=sources, window_start=window_start
     )
     update_manifest(lake, files, outcome.dates_of_sources)
@@ -273,7 +273,7 @@ def commit(lake: Lake, results: list[BatchResult], window_start: date, stage: st
 
 
 @storage_task
-def rollups(lake: Lake, outcome: Committed, window_start: date) -> int:
+def rollups(lake: Lake, outcome: Merged, window_start: date) -> int:
     """Match again the sessions of the users whose plays or stops changed; the sessions in the
     window."""
     if any(d >= window_start for d in outcome.changed_dates):
@@ -432,8 +432,8 @@ def _locked_run(
         results += ingest_batches(store.url, batches(again), window_start, run_id, dask_address)
     crash_point("ingested")
     deleted = drop_expired_events(store, window_start)
-    outcome = commit(store, results, window_start, run_id)
-    crash_point("committed")
+    outcome = merge(store, results, window_start, run_id)
+    crash_point("merged")
     sessions = rollups(store, outcome, window_start)
     crash_point("rolled-up")
     deleted += publish(store, window_start, run_id)
@@ -445,7 +445,7 @@ def _report(
     now: datetime,
     window_start: date,
     results: list[BatchResult],
-    outcome: Committed,
+    outcome: Merged,
     deleted: int,
     sessions: int,
     ignored: list[str],

@@ -10,7 +10,7 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
-from schemas.constants import (
+from track.schemas.constants import (
     INVALID_EVENT,
     INVALID_METADATA,
     INVALID_TIMESTAMP,

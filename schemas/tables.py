@@ -12,7 +12,7 @@ from typing import Annotated
 import pandera.polars as pa
 import polars as pl
 
-from schemas.constants import MAX_METADATA_BYTES, MAX_STRING_CHARS, REASONS
+from track.schemas.constants import MAX_METADATA_BYTES, MAX_STRING_CHARS, REASONS
 
 Instant = Annotated[pl.Datetime, "ms", "UTC"]
 Dates = Annotated[pl.List, pl.Date()]

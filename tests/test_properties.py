@@ -16,13 +16,13 @@ import pytest
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import strategies as st
 
-import flows.commit
-import reader
-from flows.lake import Lake
-from flows.pipeline import pipeline
-from schemas.tables import Events
+import track.lake.merge
 from tests.lakes import SPEC_REPORT_KEYS, drop
 from tests.reference import Reference, _canon
+from track import reader
+from track.flows.pipeline import pipeline
+from track.lake.store import Lake
+from track.schemas.tables import Events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -259,8 +259,8 @@ REPORT_KEYS = [k for k in SPEC_REPORT_KEYS if k != "partitions_deleted"]
 def test_pipeline_agrees_with_the_reference_model(steps, match_everyone):
     # Sessions are matched again for the users whose plays or stops changed, or for everyone
     # beyond MATCH_USERS_AT_MOST users: both ways must give the model's answers.
-    limit = 0 if match_everyone else flows.commit.MATCH_USERS_AT_MOST
-    with mock.patch.object(flows.commit, "MATCH_USERS_AT_MOST", limit):
+    limit = 0 if match_everyone else track.lake.merge.MATCH_USERS_AT_MOST
+    with mock.patch.object(track.lake.merge, "MATCH_USERS_AT_MOST", limit):
         _agrees_with_the_model(steps)
 
 

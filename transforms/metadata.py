@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from schemas.constants import (
+from track.schemas.constants import (
     MAX_METADATA_BYTES,
     METADATA_TRUNCATED,
     ORIGINAL_SIZE_KEY,

@@ -6,8 +6,8 @@ from datetime import date
 
 import polars as pl
 
-from transforms.metadata import apply_warnings
-from transforms.timestamps import UTC_MS
+from track.transforms.metadata import apply_warnings
+from track.transforms.timestamps import UTC_MS
 
 EVENT_SCHEMA = pl.Schema(
     {

@@ -22,7 +22,7 @@ import orjson
 import polars as pl
 import polars_hash as plh
 
-from schemas.constants import (
+from track.schemas.constants import (
     INVALID_JSON,
     INVALID_UTF8,
     MAX_DEPTH,
@@ -30,7 +30,7 @@ from schemas.constants import (
     RECEIVED_AT_KEY,
     TOO_DEEP,
 )
-from schemas.records import json_type
+from track.schemas.records import json_type
 
 BOM = b"\xef\xbb\xbf"
 TOO_DEEP_MESSAGE = f"line is nested deeper than {MAX_DEPTH} levels"

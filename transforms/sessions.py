@@ -6,7 +6,7 @@ from datetime import date
 
 import polars as pl
 
-from transforms.counts import GroupBy, period_start
+from track.transforms.counts import GroupBy, period_start
 
 PLAY, STOP = "play", "stop"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from schemas.constants import RECEIVED_AT_SLACK_MS, RFC3339
+from track.schemas.constants import RECEIVED_AT_SLACK_MS, RFC3339
 
 UTC_MS = pl.Datetime("ms", "UTC")
 

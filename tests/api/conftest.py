@@ -65,7 +65,7 @@ def start_api(
 ) -> Api:
     """Start `track api` on a free loopback port and wait until it serves."""
     port = free_port()
-    command = [sys.executable, "-m", "flows.cli", "api", "--lake", lake, "--spool", spool]
+    command = [sys.executable, "-m", "track.cli", "api", "--lake", lake, "--spool", spool]
     command += ["--port", str(port), "--max-age", str(max_age), *extra]
     environment = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     with open(log, "wb") as out:

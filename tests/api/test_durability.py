@@ -14,9 +14,9 @@ import httpx
 import polars as pl
 import pytest
 
-from api.spool import new_name
-from flows.pipeline import pipeline
 from tests.api.test_http import raw_files, spooled, stored_events, wait_for
+from track.api.spool import new_name
+from track.flows.pipeline import pipeline
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -143,8 +143,8 @@ def test_each_file_moved_is_a_prefect_event_that_triggers_the_deployment(tmp_pat
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
     from prefect.settings import PREFECT_API_URL
 
-    from flows.lake import RAW_FILE_CREATED, lake_resource
-    from flows.pipeline import deployment
+    from track.flows.pipeline import deployment
+    from track.lake.store import RAW_FILE_CREATED, lake_resource
 
     lake = str(tmp_path / "lake")
     deployment_id = deployment(lake, cron=None).apply()

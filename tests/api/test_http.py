@@ -15,11 +15,11 @@ import fsspec
 import polars as pl
 import pytest
 
-import reader
-from flows.lake import Lake, is_raw_name
-from flows.pipeline import pipeline
-from schemas.tables import Events
 from tests.api.conftest import Api
+from track import reader
+from track.flows.pipeline import pipeline
+from track.lake.store import Lake, is_raw_name
+from track.schemas.tables import Events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -213,7 +213,7 @@ def test_get_answers_come_from_the_last_run_and_say_when_it_committed(lake_url, 
         "status": "success",
         "data": [{"date": "2025-02-24", "play": 1, "stop": 1}],
     }
-    committed = Lake(lake_url).live().committed_at
+    committed = Lake(lake_url).current().committed_at
     assert committed and answer.headers["track-as-of"] == committed
     assert datetime.fromisoformat(committed) > datetime.now(UTC) - timedelta(minutes=5)
     sessions = api.get("/sessions", start_date="2025-03-01", end_date="2025-03-01", user_id="u")
@@ -293,7 +293,7 @@ def test_the_docs_describe_every_endpoint(tmp_path, api_factory):
 
 
 def test_without_spool_the_api_spools_in_the_users_cache_one_folder_per_lake(tmp_path, monkeypatch):
-    from flows.settings import spool_folder
+    from track.settings import spool_folder
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

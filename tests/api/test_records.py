@@ -13,7 +13,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from api.records import (
+from tests.test_properties import BAD_LINES, records
+from track.api.records import (
     BadRequest,
     TooLarge,
     UnsupportedEncoding,
@@ -23,9 +24,8 @@ from api.records import (
     one_record,
     received_at_text,
 )
-from flows.ingest import parse_file
-from schemas.constants import MAX_BODY_BYTES
-from tests.test_properties import BAD_LINES, records
+from track.lake.ingest import parse_file
+from track.schemas.constants import MAX_BODY_BYTES
 
 RECEIVED = datetime(2025, 3, 1, 12, tzinfo=UTC)
 STORED = ["event", "user_id", "timestamp", "metadata", "received_at", "fingerprint", "sent_at"]

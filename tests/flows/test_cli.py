@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from flows.cli import main
 from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
+from track.cli import main
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-import reader
-from flows.pipeline import LOCAL_DASK, pipeline
 from tests.lakes import drop, ndjson
+from track import reader
+from track.flows.pipeline import LOCAL_DASK, pipeline
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -11,9 +11,9 @@ import pytest
 from prefect.deployments import run_deployment
 from prefect.runner import Runner
 
-import reader
-from flows.pipeline import DEPLOYMENT, deployment
 from tests.lakes import drop, ndjson
+from track import reader
+from track.flows.pipeline import DEPLOYMENT, deployment
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

@@ -10,11 +10,11 @@ import fsspec
 import polars as pl
 import pytest
 
-import flows.ingest
-import reader
-from flows.lake import LakeFormatError
-from flows.pipeline import pipeline
+import track.lake.ingest
 from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
+from track import reader
+from track.flows.pipeline import pipeline
+from track.lake.store import LakeFormatError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -264,9 +264,9 @@ def file_reads(request, monkeypatch) -> str:
     """Raw files read whole, or (as files above WHOLE_FILE_BYTES are) a block at a time: here
     reads of 24 bytes and chunks of 64, so lines, gzip streams and characters straddle them."""
     if request.param == "streamed":
-        monkeypatch.setattr(flows.ingest, "WHOLE_FILE_BYTES", 0)
-        monkeypatch.setattr(flows.ingest, "CHUNK_BYTES", 64)
-        monkeypatch.setattr(flows.ingest, "READ_BYTES", 24)
+        monkeypatch.setattr(track.lake.ingest, "WHOLE_FILE_BYTES", 0)
+        monkeypatch.setattr(track.lake.ingest, "CHUNK_BYTES", 64)
+        monkeypatch.setattr(track.lake.ingest, "READ_BYTES", 24)
     return request.param
 
 
@@ -294,15 +294,15 @@ def test_a_large_file_rewritten_between_its_two_reads_is_hashed_and_parsed_as_on
     # rewrites it in between: the manifest's hash must still be of the bytes parsed.
     import hashlib
 
-    from flows.commit import MANIFEST
-    from flows.lake import Lake
-    from schemas.tables import Manifest
+    from track.lake.merge import MANIFEST
+    from track.lake.store import Lake
+    from track.schemas.tables import Manifest
 
-    monkeypatch.setattr(flows.ingest, "WHOLE_FILE_BYTES", 0)
+    monkeypatch.setattr(track.lake.ingest, "WHOLE_FILE_BYTES", 0)
     old = ndjson(ev("play", "u", day(1)))
     new = ndjson(ev("stop", "u", day(1, 13)), ev("pause", "v", day(1, 14)))
     drop(lake_url, f"date={d(1)}/a.ndjson", old)
-    real = flows.ingest.check_large_file
+    real = track.lake.ingest.check_large_file
     rewrites = []
 
     def then_rewrite(name, open_file):
@@ -312,7 +312,7 @@ def test_a_large_file_rewritten_between_its_two_reads_is_hashed_and_parsed_as_on
             drop(lake_url, f"date={d(1)}/a.ndjson", new)  # in place, as a careless producer
         return found
 
-    monkeypatch.setattr(flows.ingest, "check_large_file", then_rewrite)
+    monkeypatch.setattr(track.lake.ingest, "check_large_file", then_rewrite)
 
     def stored() -> tuple:
         (sha,) = Lake(lake_url).read_state(MANIFEST, Manifest)["sha256"]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from flows.pipeline import pipeline
+from track.flows.pipeline import pipeline
 
 
 def test_prefect_yaml_deploys_the_pipeline_flow():

@@ -16,11 +16,11 @@ from typing import Any
 import fsspec
 import pytest
 
-import reader
-from flows.lake import Lake, LakeFencedError
-from flows.lock import LakeLock
-from flows.pipeline import pipeline
 from tests.lakes import drop, ndjson
+from track import reader
+from track.flows.pipeline import pipeline
+from track.lake.lock import LakeLock
+from track.lake.store import Lake, LakeFencedError
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 MODIFIED = datetime(2025, 3, 9, tzinfo=UTC)
@@ -54,7 +54,7 @@ def _track_run(
     command = [
         sys.executable,
         "-m",
-        "flows.cli",
+        "track.cli",
         "run",
         "--lake",
         lake,
@@ -98,7 +98,7 @@ def _delta_daily(lake: str) -> dict[str, dict[str, int]]:
     """Daily counts by event as a notebook reads them: `pl.scan_delta` of counts/."""
     import polars as pl
 
-    from flows.delta import storage_options
+    from track.lake.delta import storage_options
 
     counts = pl.scan_delta(f"{lake}/counts", storage_options=storage_options(lake))
     daily = counts.group_by("date", "event").agg(pl.col("count").sum()).collect()
@@ -171,7 +171,7 @@ def _stopped(pid: int) -> bool:
 def _no_stray_files(lake_url: str) -> None:
     """Every Parquet file under a table is current (its Delta log aside): nothing is left."""
     lake = Lake(lake_url)
-    live = lake.live().referenced()
+    live = lake.current().referenced()
     fs, root = fsspec.core.url_to_fs(lake_url)
     fs.invalidate_cache()
     for table in ("events", "duplicates", "quarantine", "counts", "sessions"):
@@ -353,18 +353,18 @@ def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
     import s3fs
     from moto.server import ThreadedMotoServer
 
-    import flows.pipeline
-    from flows.cli import main
+    import track.flows.pipeline
+    from track.cli import main
 
     server, port, lake = _lake_on_own_s3_server(monkeypatch)
     before = _answers(lake)
     _second_drop(lake)
 
     def outage(name: str) -> None:
-        if name == "committed":
+        if name == "merged":
             server.stop()
 
-    monkeypatch.setattr(flows.pipeline, "crash_point", outage)
+    monkeypatch.setattr(track.flows.pipeline, "crash_point", outage)
     monkeypatch.setenv("TRACK_LOCK_LEASE", "3")  # the failed run cannot release its lock
     try:
         assert main(["run", "--lake", lake, "--now", NOW.isoformat(), "--wait", "5"]) == 1
@@ -372,7 +372,7 @@ def test_a_storage_failure_fails_the_run_clearly_and_the_next_run_recovers(
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
         server.start()
     assert "track run failed" in capsys.readouterr().err
-    monkeypatch.setattr(flows.pipeline, "crash_point", lambda name: None)
+    monkeypatch.setattr(track.flows.pipeline, "crash_point", lambda name: None)
     assert _answers(lake) == before
     pipeline(lake=lake, now=NOW, lock_wait=120)
     assert _answers(lake) == after_answers
@@ -404,14 +404,14 @@ def test_a_short_storage_outage_is_retried_and_the_run_completes(
     import s3fs
     from moto.server import ThreadedMotoServer
 
-    import flows.pipeline
+    import track.flows.pipeline
 
     server, port, lake = _lake_on_own_s3_server(monkeypatch)
     _second_drop(lake)
     restarted: list[ThreadedMotoServer] = []
 
     def blip(name: str) -> None:
-        if name == "committed":  # the store goes away for a moment, between two tasks
+        if name == "merged":  # the store goes away for a moment, between two tasks
             server.stop()
 
             def back() -> None:
@@ -420,7 +420,7 @@ def test_a_short_storage_outage_is_retried_and_the_run_completes(
 
             threading.Timer(0.3, back).start()
 
-    monkeypatch.setattr(flows.pipeline, "crash_point", blip)
+    monkeypatch.setattr(track.flows.pipeline, "crash_point", blip)
     try:
         report = pipeline(lake=lake, now=NOW)
         assert report["files"] == 2
@@ -457,16 +457,16 @@ def test_a_run_that_began_before_another_cannot_commit_after_it(lake_url):
     second = Lake(lake_url).begin()  # took the lake over: its claim fences the first run out
     second.write_partition("counts", date(2025, 3, 6), _counts("stop", 2))
     second.commit()
-    current = Lake(lake_url).live()
+    current = Lake(lake_url).current()
     fenced = "took it over .the lake is at snapshot 3, this run began from snapshot 0"
     with pytest.raises(LakeFencedError, match=fenced):
         first.commit()
-    assert Lake(lake_url).live() == current
+    assert Lake(lake_url).current() == current
     assert Lake(lake_url).partitions("counts") == [date(2025, 3, 6)]
     # A run that changes nothing leaves only its claim, a copy: the lake says when it changed.
     third = Lake(lake_url).begin()
     third.commit()
-    after = Lake(lake_url).live()
+    after = Lake(lake_url).current()
     assert (after.number, after.committed_at) == (current.number + 1, current.committed_at)
 
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import flows.ingest
-from flows.ingest import (
+import track.lake.ingest
+from track.lake.ingest import (
     UnreadableFileError,
     check_large_file,
     file_text,
@@ -140,8 +140,8 @@ def test_a_large_file_read_a_block_at_a_time_is_read_as_when_whole(data, block, 
     name = "a.ndjson.gz" if gz else "a.ndjson"
     raw = gzip.compress(data) if gz else data
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(flows.ingest, "CHUNK_BYTES", block)
-        patch.setattr(flows.ingest, "READ_BYTES", max(block // 3, 1))
+        patch.setattr(track.lake.ingest, "CHUNK_BYTES", block)
+        patch.setattr(track.lake.ingest, "READ_BYTES", max(block // 3, 1))
         sha, size, problem = check_large_file(name, lambda: io.BytesIO(raw))
         chunks = list(stream_chunks(name, io.BytesIO(raw)))
     assert (sha, size) == (hashlib.sha256(raw).hexdigest(), len(raw))

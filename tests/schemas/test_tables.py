@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from schemas.tables import Counts, conform
+from track.schemas.tables import Counts, conform
 
 
 def test_rows_moved_between_tables_must_keep_the_tables_names_and_types():

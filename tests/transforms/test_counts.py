@@ -7,7 +7,7 @@ from datetime import date
 import polars as pl
 import pytest
 
-from transforms.counts import counts_by_period, daily_counts, period_start
+from track.transforms.counts import counts_by_period, daily_counts, period_start
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from transforms.dedup import deduplicate
+from track.transforms.dedup import deduplicate
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 LATER = datetime(2025, 1, 2, tzinfo=UTC)

@@ -7,7 +7,7 @@ import json
 import orjson
 import pytest
 
-from transforms.metadata import warn_metadata
+from track.transforms.metadata import warn_metadata
 
 
 def _compact(value) -> str:

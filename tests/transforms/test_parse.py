@@ -11,8 +11,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from api.records import as_line
-from transforms.parse import FAST_LINE, decode_ndjson, decode_pieces
+from track.api.records import as_line
+from track.transforms.parse import FAST_LINE, decode_ndjson, decode_pieces
 
 
 def _rows(data: bytes) -> list[dict]:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 import pytest
 
-from transforms.sessions import match_sessions, sessions_by_period
+from track.transforms.sessions import match_sessions, sessions_by_period
 
 T = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
 

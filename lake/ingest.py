@@ -16,13 +16,13 @@ from typing import IO
 
 import polars as pl
 
-from flows.lake import Lake, RawFile
-from schemas.constants import UNREADABLE_FILE
-from schemas.records import validate_records
-from schemas.tables import Quarantine, polars_schema
-from transforms.normalise import normalise_events
-from transforms.parse import decode_pieces
-from transforms.timestamps import UTC_MS, with_line_received_at, with_sent_at
+from track.lake.store import Lake, RawFile
+from track.schemas.constants import UNREADABLE_FILE
+from track.schemas.records import validate_records
+from track.schemas.tables import Quarantine, polars_schema
+from track.transforms.normalise import normalise_events
+from track.transforms.parse import decode_pieces
+from track.transforms.timestamps import UTC_MS, with_line_received_at, with_sent_at
 
 
 @dataclass(frozen=True)

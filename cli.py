@@ -11,8 +11,8 @@ import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.server import TemporaryServer
-from flows.settings import (
+from track.flows.server import TemporaryServer
+from track.settings import (
     DEFAULT_CRON,
     LOCK_WAIT,
     SPOOL_LIMIT,
@@ -126,7 +126,7 @@ def _own_prefect_home_if_shared() -> None:
 
 
 def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) -> int:
-    from flows.pipeline import pipeline
+    from track.flows.pipeline import pipeline
 
     if server is not None:
         server.wait_until_ready()
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) ->
             lock_wait=args.wait,
         )
     except Exception as exc:  # the flow's own log has the traceback
-        from flows.lake import LakeFormatError
+        from track.lake.store import LakeFormatError
 
         then = (
             "Nothing was changed."
@@ -161,7 +161,7 @@ def _api(args: argparse.Namespace, lake: str) -> int:
 
     import uvicorn
 
-    from api.app import ApiSettings, create_app
+    from track.api.app import ApiSettings, create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = ApiSettings(
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     lake = resolve_lake(args.lake)
     if args.command in ("metrics", "sessions"):
-        import reader
+        from track import reader
 
         answer = getattr(reader, args.command)(
             args.start_date, args.end_date, args.group_by, args.user_id, lake=lake
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefect import serve
     from prefect.settings import get_current_settings
 
-    from flows.pipeline import deployment
+    from track.flows.pipeline import deployment
 
     if not get_current_settings().api.url:
         print(

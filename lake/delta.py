@@ -3,7 +3,7 @@
 half-done.
 
 Track writes the Parquet files itself and commits them to each table's `_delta_log/` as add
-and remove actions. Its own numbered snapshot (flows.lake) stays the commit point of the lake
+and remove actions. Its own numbered snapshot (track.lake.store) stays the commit point of the lake
 as a whole, for all tables at once; right after a run creates it, `publish` brings each
 table's Delta log to it: the files the snapshot names are added, the others removed. A run
 killed between the two leaves a table's latest Delta version one run behind the reader until
@@ -30,10 +30,10 @@ from deltalake.transaction import (
     create_table_with_add_actions,
 )
 
-from schemas.tables import TABLE_MODELS, polars_schema
+from track.schemas.tables import TABLE_MODELS, polars_schema
 
 if TYPE_CHECKING:  # the lake calls this module at its commit; this module never imports it
-    from flows.lake import Lake, Snapshot
+    from track.lake.store import Lake, Snapshot
 
 PARTITION = "date"
 SNAPSHOT_KEY = "track.snapshot"

@@ -12,7 +12,7 @@ _stopped: set[str] = set()
 POINTS = (
     "ingested",
     "partition-written",
-    "committed",
+    "merged",
     "rolled-up",
     "snapshot-written",
     "published",

@@ -18,7 +18,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from flows.lake import STATE, Lake
+from track.lake.store import STATE, Lake
 
 log = logging.getLogger("track.lock")
 

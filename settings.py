@@ -8,7 +8,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 
-from schemas.constants import RETENTION_DAYS
+from track.schemas.constants import RETENTION_DAYS
 
 DEFAULT_LAKE = "data/lake"
 DEFAULT_CRON = "*/15 * * * *"

@@ -44,10 +44,10 @@ import fsspec
 import pandera.polars as pa
 import polars as pl
 
-from flows import delta
-from flows.faults import crash_point
-from schemas.constants import FINGERPRINT, RAW_SUFFIXES
-from schemas.tables import TABLE_MODELS, polars_schema
+from track.lake import delta
+from track.lake.faults import crash_point
+from track.schemas.constants import FINGERPRINT, RAW_SUFFIXES
+from track.schemas.tables import TABLE_MODELS, polars_schema
 
 RAW = "raw"
 STATE = "_state"
@@ -105,7 +105,7 @@ def is_raw_name(name: str) -> bool:
 
 RAW_FILE_CREATED = "track.raw.file.created"
 """The Prefect event the HTTP API emits for each file it moves into raw/; the deployment that
-`track serve` serves is triggered by it (flows.pipeline.deployment)."""
+`track serve` serves is triggered by it (track.flows.pipeline.deployment)."""
 
 
 def lake_resource(url: str) -> str:
@@ -189,12 +189,16 @@ class Lake:
     def pin(self) -> Lake:
         """Read the live snapshot once and answer every later read from it (a reader's
         question sees one run, however many files it reads)."""
-        self.pinned = self.live()
+        self.pinned = self.current()
         return self
 
     def path(self, *parts: str) -> str:
         """The store path of a location under the root."""
         return "/".join([self.base, *parts])
+
+    def _url(self, name: str) -> str:
+        """The URL of a location under the root, as Polars and deltalake take it."""
+        return self.path(name) if self.local else f"{self.url}/{name}"
 
     # Raw files -------------------------------------------------------------------------------
 
@@ -250,7 +254,7 @@ class Lake:
 
     # The snapshot ----------------------------------------------------------------------------
 
-    def live(self) -> Snapshot:
+    def current(self) -> Snapshot:
         """The snapshot other runs and readers see now: the highest-numbered one."""
         numbers = self._snapshot_numbers()
         if numbers:
@@ -275,7 +279,7 @@ class Lake:
         (a copy of it, so readers see no change) so that no run that began earlier can commit
         any more; refuse a lake whose stored events were fingerprinted by another version."""
         while True:
-            live = self.live()
+            live = self.current()
             stored = live.tables.get(EVENTS) or live.tables.get(DUPLICATES)
             if stored and live.fingerprint != FINGERPRINT:
                 made = f"as {live.fingerprint}" if live.fingerprint else "by an older Track"
@@ -303,7 +307,7 @@ class Lake:
         last changed. Raises LakeFencedError, having changed nothing, if another run has claimed
         the lake since this one began."""
         run = self._run()
-        live = self.live()
+        live = self.current()
         if live.number != run.number:
             raise self._fenced(live.number)
         changed = (live.tables, live.state, live.window_start) != (
@@ -325,12 +329,12 @@ class Lake:
         self._forget_snapshots(run.number)
 
     def publish_tables(self) -> int:
-        """Bring each table's Delta log to the run's snapshot (flows.delta); the versions made.
+        """Bring each table's Delta log to the run's snapshot (track.lake.delta); the versions made.
         A commit does it; a run's recovery does it for a run killed between the two. A run
         whose snapshot is no longer current (it stalled, another took over) publishes nothing."""
         run = self._run()
-        if self.live().number != run.number:
-            raise self._fenced(self.live().number)
+        if self.current().number != run.number:
+            raise self._fenced(self.current().number)
         return delta.publish(self, run)
 
     def _fenced(self, number: int) -> LakeFencedError:
@@ -365,7 +369,7 @@ class Lake:
 
     def delete_orphans(self) -> int:
         """Delete data files no live snapshot names (left by a run that was killed); the count."""
-        live = self.live().referenced()
+        live = self.current().referenced()
         self.fs.invalidate_cache()
         orphans = 0
         for folder in (*TABLES, STATE):
@@ -382,7 +386,7 @@ class Lake:
     def _view(self) -> Snapshot:
         if self.run is not None:
             return self.run
-        return self.pinned if self.pinned is not None else self.live()
+        return self.pinned if self.pinned is not None else self.current()
 
     def _run(self) -> Snapshot:
         if self.run is None:
@@ -431,14 +435,15 @@ class Lake:
         schema = {**polars_schema(model), "date": pl.Date()}
         if not parts:
             return pl.LazyFrame(schema=schema)
-        if self.local:
-            files = [self.path(parts[d]) for d in sorted(parts)]
-            return pl.scan_parquet(files, hive_partitioning=True, hive_schema={"date": pl.Date()})
-        frames = [
-            self._read(parts[d]).with_columns(date=pl.lit(date.fromisoformat(d)))
-            for d in sorted(parts)
-        ]
-        return pl.concat(frames).lazy().select(list(schema))
+        # Polars reads object stores itself (with the options deltalake takes): lazily, so a
+        # filter on `date` or a few columns read only what they need.
+        files = [self._url(parts[d]) for d in sorted(parts)]
+        return pl.scan_parquet(
+            files,
+            hive_partitioning=True,
+            hive_schema={"date": pl.Date()},
+            storage_options=delta.storage_options(self.url),
+        )
 
     # State tables ----------------------------------------------------------------------------
 

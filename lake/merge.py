@@ -9,10 +9,10 @@ from datetime import date
 
 import polars as pl
 
-from flows.faults import crash_point
-from flows.ingest import FileResult
-from flows.lake import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake, partition_date
-from schemas.tables import (
+from track.lake.faults import crash_point
+from track.lake.ingest import FileResult
+from track.lake.store import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake, partition_date
+from track.schemas.tables import (
     Counts,
     Duplicates,
     Events,
@@ -23,10 +23,10 @@ from schemas.tables import (
     conform,
     polars_schema,
 )
-from transforms.counts import daily_counts
-from transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
-from transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
-from transforms.sessions import PLAY, STOP, match_sessions
+from track.transforms.counts import daily_counts
+from track.transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
+from track.transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
+from track.transforms.sessions import PLAY, STOP, match_sessions
 
 MANIFEST = "files"
 TOMBSTONES = "tombstones"
@@ -46,7 +46,7 @@ filter on a long list of users costs more than it spares)."""
 
 
 @dataclass
-class Committed:
+class Merged:
     """What the run's new lines became, which event dates changed, and where each file's
     retained rows went."""
 
@@ -141,9 +141,7 @@ def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[
     return {d for ds in listed for d in ds if d >= window_start}
 
 
-def commit_events(
-    lake: Lake, staged: Staged, *, sources: set[str], window_start: date
-) -> Committed:
+def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start: date) -> Merged:
     """Dedup the run's new events against the lake and rewrite the event dates this changes,
     with their daily counts.
 
@@ -153,11 +151,11 @@ def commit_events(
     Only the deciding columns of all copies are held at once; the rows themselves are read,
     decided and written one date at a time.
     """
-    # Sources as categories: four bytes a row, not the path (the index is the commit's
+    # Sources as categories: four bytes a row, not the path (the index is the merge's
     # largest structure; it holds a row for every new event).
     new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
     if new.is_empty() and not sources:
-        return Committed(0, 0, 0, 0, [])
+        return Merged(0, 0, 0, 0, [])
     touched = _dates_of_sources(lake, sources, window_start) | staged.dates()
     stored = _stored_index(lake, touched)
     others = [d for d in lake.partitions(EVENTS) if d >= window_start and d not in touched]
@@ -206,7 +204,7 @@ def commit_events(
         none = pl.Series("user_id", [], pl.String)
         users = pl.concat([none, *pool.map(rewrite, sorted(touched))]).unique()
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
-    return Committed(
+    return Merged(
         accepted=len(new) - len(lost),
         duplicates=len(lost),
         clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
@@ -286,7 +284,7 @@ def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
     return conform(rows, model).sort("timestamp", "source", "line")
 
 
-def commit_quarantine(
+def merge_quarantine(
     lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
 ) -> None:
     """Add the run's rejected lines, replacing what re-read files rejected before."""
