@@ -63,11 +63,6 @@ def storage_options(url: str) -> dict[str, str] | None:
     return options
 
 
-def table_uri(lake: Lake, table: str) -> str:
-    """Where a table's Delta log lives: `<root>/<table>`, as `pl.scan_delta` takes it."""
-    return f"{lake.url}/{table}" if "://" in lake.url else os.path.abspath(lake.path(table))
-
-
 def delta_schema(model: type[pa.DataFrameModel]) -> Schema:
     """A table's Delta schema: its model's columns and the `date` partition."""
     empty = pl.DataFrame(schema={**polars_schema(model), PARTITION: pl.Date()})
@@ -87,7 +82,7 @@ def publish(lake: Lake, snapshot: Snapshot) -> int:
 def _publish_table(
     lake: Lake, table: str, model: type[pa.DataFrameModel], snapshot: Snapshot
 ) -> int:
-    uri, options = table_uri(lake, table), storage_options(lake.url)
+    uri, options = lake.url_of(table), storage_options(lake.url)
     prefix = f"{table}/"
     wanted = {name[len(prefix) :]: day for day, name in snapshot.tables.get(table, {}).items()}
     try:

@@ -375,14 +375,15 @@ def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
     """Read one raw file and decode it into `batch`, a chunk of lines at a time; nothing when
     its bytes are unchanged. A file larger than WHOLE_FILE_BYTES is never held whole, and all
     its passes read one version of it."""
+    path = plan.raw.path
     if plan.raw.size <= WHOLE_FILE_BYTES:
-        data = lake.read_raw(plan.raw.path)
+        data = lake.read_raw(path)
         whole: tuple[str, int, str | None] = hashlib.sha256(data).hexdigest(), len(data), None
-        return _ingest(plan, batch, whole, data, None)
-    pinned = _OneVersion(lake, plan.raw.path)
+        return _ingest(plan, batch, whole, lambda: line_chunks(file_text(path, data)))
+    pinned = _OneVersion(lake, path)
     with pinned.f:
-        found = check_large_file(plan.raw.path, pinned.again)
-        result = _ingest(plan, batch, found, None, pinned)
+        found = check_large_file(path, pinned.again)
+        result = _ingest(plan, batch, found, lambda: stream_chunks(path, pinned.rewound()))
         pinned.check()
         return result
 
@@ -391,9 +392,11 @@ def _ingest(
     plan: FilePlan,
     batch: Batch,
     found: tuple[str, int, str | None],
-    data: bytes | None,
-    pinned: _OneVersion | None,
+    chunks: Callable[[], Iterator[tuple[int, bytes]]],
 ) -> FileResult:
+    """A file's result from its hash, size and verdict; its lines, from `chunks` (which raises
+    UnreadableFileError for a file that cannot be read as lines), into `batch` unless its
+    bytes are unchanged."""
     raw = plan.raw
     sha, size, problem = found
     received_at = plan.known_received_at.get(sha, raw.modified)
@@ -402,19 +405,15 @@ def _ingest(
         result.unchanged = True
         return result
     batch.files[raw.path] = result
-    if data is not None:
+    lines: Iterator[tuple[int, bytes]] = iter(())
+    if problem is None:
         try:
-            data = file_text(raw.path, data)
+            lines = chunks()
         except UnreadableFileError as exc:
             problem = str(exc)
     if problem is not None:
         batch.reject(unreadable_file(raw.path, problem, received_at))
         return result
-    if data is not None:
-        chunks = line_chunks(data)
-    else:
-        assert pinned is not None
-        chunks = stream_chunks(raw.path, pinned.rewound())
-    for first_line, chunk in chunks:
+    for first_line, chunk in lines:
         batch.add(Piece(raw.path, received_at, first_line, chunk))
     return result

@@ -196,7 +196,7 @@ class Lake:
         """The store path of a location under the root."""
         return "/".join([self.base, *parts])
 
-    def _url(self, name: str) -> str:
+    def url_of(self, name: str) -> str:
         """The URL of a location under the root, as Polars and deltalake take it."""
         return self.path(name) if self.local else f"{self.url}/{name}"
 
@@ -228,12 +228,7 @@ class Lake:
             return
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
-        temp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")  # producers' in-progress name
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, target)
+        os.replace(_on_disk_aside(parent, data), target)
         fsync_folder(parent)
 
     def read_raw(self, rel: str) -> bytes:
@@ -332,9 +327,9 @@ class Lake:
         """Bring each table's Delta log to the run's snapshot (track.lake.delta); the versions made.
         A commit does it; a run's recovery does it for a run killed between the two. A run
         whose snapshot is no longer current (it stalled, another took over) publishes nothing."""
-        run = self._run()
-        if self.current().number != run.number:
-            raise self._fenced(self.current().number)
+        run, current = self._run(), self.current().number
+        if current != run.number:
+            raise self._fenced(current)
         return delta.publish(self, run)
 
     def _fenced(self, number: int) -> LakeFencedError:
@@ -437,7 +432,7 @@ class Lake:
             return pl.LazyFrame(schema=schema)
         # Polars reads object stores itself (with the options deltalake takes): lazily, so a
         # filter on `date` or a few columns read only what they need.
-        files = [self._url(parts[d]) for d in sorted(parts)]
+        files = [self.url_of(parts[d]) for d in sorted(parts)]
         return pl.scan_parquet(
             files,
             hive_partitioning=True,
@@ -538,11 +533,7 @@ class Lake:
             except FileExistsError:
                 return False
             return True
-        temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
-        with open(temp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        temp = _on_disk_aside(parent, data)
         try:
             os.link(temp, target)
         except FileExistsError:
@@ -562,6 +553,17 @@ class Lake:
         temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
         self.fs.pipe_file(temp, data)
         self.fs.mv(temp, target)
+
+
+def _on_disk_aside(folder: str, data: bytes) -> str:
+    """Write `data` to a new file in a local folder under an in-progress name (`.tmp-<id>`,
+    which neither producers' listing nor the pipeline reads), flushed to disk; its path."""
+    temp = os.path.join(folder, f".tmp-{uuid.uuid4().hex}")
+    with open(temp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return temp
 
 
 def _kept(name: str) -> bool:
