@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) ->
             lock_wait=args.wait,
         )
     except Exception as exc:  # the flow's own log has the traceback
-        from track.lake.store import LakeFormatError
+        from track.errors import LakeFormatError
 
         then = (
             "Nothing was changed."

@@ -8,6 +8,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 
+from track.errors import SettingsError
 from track.schemas.constants import RETENTION_DAYS
 
 DEFAULT_LAKE = "data/lake"
@@ -53,7 +54,7 @@ def _delays(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError as exc:
-        raise ValueError(
+        raise SettingsError(
             f"TRACK_RETRY_DELAYS must be seconds separated by commas, such as 1,5,15; got {text!r}"
         ) from exc
 
@@ -66,7 +67,7 @@ def _number(name: str, default: float, *, whole: bool = False) -> float:
         return int(text) if whole else float(text)
     except ValueError as exc:
         kind = "a whole number" if whole else "a number"
-        raise ValueError(f"{name} must be {kind}, got {text!r}") from exc
+        raise SettingsError(f"{name} must be {kind}, got {text!r}") from exc
 
 
 def resolve_lake(lake: str | None) -> str:

@@ -28,16 +28,14 @@ from track import reader
 from track.api.docs import OPENAPI, docs_page
 from track.api.events import Announcer
 from track.api.records import (
-    RequestError,
-    TooLarge,
-    Unavailable,
     as_line,
     batch_records,
     body_text,
     one_record,
     received_at_text,
 )
-from track.api.spool import Spool, SpoolBroken, SpoolFull
+from track.api.spool import Spool
+from track.errors import RequestError, SpoolBroken, SpoolFull, TooLarge, Unavailable
 from track.lake.store import Lake
 from track.schemas.constants import MAX_BODY_BYTES
 from track.settings import SPOOL_LIMIT

@@ -11,41 +11,10 @@ from typing import Any
 
 import orjson
 
+from track.errors import BadRequest, TooLarge, UnsupportedEncoding
 from track.schemas.constants import INVALID_JSON, MAX_BATCH_RECORDS, MAX_BODY_BYTES, RECEIVED_AT_KEY
 from track.schemas.records import record_problem
 from track.transforms.parse import object_record, read_record
-
-
-class RequestError(Exception):
-    """A request Track cannot take; `status` is its HTTP status (api.app maps them)."""
-
-    status = 400
-
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.message, self.retry_after = message, retry_after
-
-
-class BadRequest(RequestError):
-    """A body that holds no record to judge (empty, not gzip as it says)."""
-
-
-class TooLarge(RequestError):
-    """A body over MAX_BODY_BYTES (after gzip too), or a batch of too many records."""
-
-    status = 413
-
-
-class UnsupportedEncoding(RequestError):
-    """A Content-Encoding other than gzip or identity."""
-
-    status = 415
-
-
-class Unavailable(RequestError):
-    """The records cannot be made durable now: try again after `retry_after` seconds."""
-
-    status = 503
 
 
 @dataclass(frozen=True)

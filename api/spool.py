@@ -34,19 +34,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from track.errors import SpoolBroken, SpoolFull
 from track.lake.store import Lake, fsync_folder, partition_date
 
 log = logging.getLogger("track.api.spool")
 
 PREFIX, SUFFIX = "api-", ".ndjson"
-
-
-class SpoolFull(Exception):
-    """The spool holds as much as it may: the client should try again later."""
-
-
-class SpoolBroken(Exception):
-    """The spool's disk failed a write or a flush: the records were not made durable."""
 
 
 Moved = Callable[[str, int], None]

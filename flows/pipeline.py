@@ -19,6 +19,7 @@ from prefect.runtime import flow_run as prefect_flow_run
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from track.errors import LakeError
 from track.lake.faults import crash_point
 from track.lake.ingest import Batch, FilePlan, FileResult, ingest_file
 from track.lake.lock import POLL_EVERY, LakeLock
@@ -40,8 +41,6 @@ from track.lake.store import (
     RUNS,
     STATE,
     Lake,
-    LakeFencedError,
-    LakeFormatError,
     RawFile,
     lake_resource,
 )
@@ -71,7 +70,7 @@ def _worth_retrying(task: Any, task_run: Any, state: State) -> bool:
     """A store failing for a moment is worth retrying; a lake that says no is not."""
     try:
         state.result()
-    except (LakeFencedError, LakeFormatError):
+    except LakeError:
         return False
     except BaseException:  # noqa: BLE001 (any other failure is the store's, for a moment)
         return True

@@ -16,6 +16,7 @@ from typing import IO
 
 import polars as pl
 
+from track.errors import RawFileChangedError, UnreadableFileError
 from track.lake.store import Lake, RawFile
 from track.schemas.constants import UNREADABLE_FILE
 from track.schemas.records import validate_records
@@ -55,10 +56,6 @@ memory at once."""
 
 Sink = Callable[[pl.DataFrame, pl.DataFrame], None]
 """Where parsed events and quarantine rows go (staging)."""
-
-
-class UnreadableFileError(ValueError):
-    """A raw file whose bytes cannot be read as lines at all (bad gzip, binary)."""
 
 
 def _gunzip_errors(name: str) -> tuple[type[Exception], ...]:
@@ -365,10 +362,6 @@ class _OneVersion:
             raise RawFileChangedError(
                 f"raw/{self.path} was rewritten in place while it was read: read it again"
             )
-
-
-class RawFileChangedError(OSError):
-    """A raw file changed while it was read (a store error: its task is retried)."""
 
 
 def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:

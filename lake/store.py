@@ -44,6 +44,7 @@ import fsspec
 import pandera.polars as pa
 import polars as pl
 
+from track.errors import LakeFencedError, LakeFormatError
 from track.lake import delta
 from track.lake.faults import crash_point
 from track.schemas.constants import FINGERPRINT, RAW_SUFFIXES
@@ -122,15 +123,6 @@ def fsync_folder(folder: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class LakeFormatError(RuntimeError):
-    """A lake written by a version of Track whose stored rows this one cannot extend."""
-
-
-class LakeFencedError(RuntimeError):
-    """A run lost the lake to another (its lock lease lapsed) before it committed: its commit
-    was refused and nothing it wrote became visible."""
 
 
 @dataclass

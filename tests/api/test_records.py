@@ -15,15 +15,13 @@ from hypothesis import strategies as st
 
 from tests.test_properties import BAD_LINES, records
 from track.api.records import (
-    BadRequest,
-    TooLarge,
-    UnsupportedEncoding,
     as_line,
     batch_records,
     body_text,
     one_record,
     received_at_text,
 )
+from track.errors import BadRequest, TooLarge, UnsupportedEncoding
 from track.lake.ingest import parse_file
 from track.schemas.constants import MAX_BODY_BYTES
 

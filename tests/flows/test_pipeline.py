@@ -13,8 +13,8 @@ import pytest
 import track.lake.ingest
 from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
 from track import reader
+from track.errors import LakeFormatError
 from track.flows.pipeline import pipeline
-from track.lake.store import LakeFormatError
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

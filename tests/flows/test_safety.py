@@ -18,9 +18,10 @@ import pytest
 
 from tests.lakes import drop, ndjson
 from track import reader
+from track.errors import LakeFencedError
 from track.flows.pipeline import pipeline
 from track.lake.lock import LakeLock
-from track.lake.store import Lake, LakeFencedError
+from track.lake.store import Lake
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
 MODIFIED = datetime(2025, 3, 9, tzinfo=UTC)

@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import track.lake.ingest
+from track.errors import UnreadableFileError
 from track.lake.ingest import (
-    UnreadableFileError,
     check_large_file,
     file_text,
     line_chunks,
