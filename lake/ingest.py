@@ -20,10 +20,10 @@ from track.errors import RawFileChangedError, UnreadableFileError
 from track.lake.store import Lake, RawFile
 from track.schemas.constants import UNREADABLE_FILE
 from track.schemas.records import validate_records
-from track.schemas.tables import Quarantine, polars_schema
+from track.schemas.tables import UTC_MS, Quarantine, polars_schema
 from track.transforms.normalise import normalise_events
 from track.transforms.parse import decode_pieces
-from track.transforms.timestamps import UTC_MS, with_line_received_at, with_sent_at
+from track.transforms.timestamps import with_line_received_at, with_sent_at
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from track.lake.faults import crash_point
 from track.lake.ingest import FileResult
 from track.lake.store import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake, partition_date
 from track.schemas.tables import (
+    UTC_MS,
     Counts,
     Duplicates,
     Events,
@@ -315,10 +316,7 @@ def update_manifest(lake: Lake, files: list[FileResult], dates: pl.DataFrame) ->
             "received_at": [f.received_at for f in files],
             "unchanged": [f.unchanged for f in files],
         },
-        schema_overrides={
-            "modified": pl.Datetime("ms", "UTC"),
-            "received_at": pl.Datetime("ms", "UTC"),
-        },
+        schema_overrides={"modified": UTC_MS, "received_at": UTC_MS},
     )
     manifest = lake.read_state(MANIFEST, Manifest)
     # An unchanged file keeps its received_at and dates; only its listing details move on.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any
+from typing import Any
 
 import pandera.polars as pa
 import polars as pl
@@ -19,6 +19,7 @@ from track.schemas.constants import (
     RESERVED_EVENT,
     RFC3339,
 )
+from track.schemas.tables import Instant
 
 # The messages of the field rules (SPEC section 2), each written once: the pipeline fills them
 # in with Polars expressions (`_messages`), the HTTP API with str.format (`record_problem`).
@@ -63,7 +64,7 @@ class ParsedRecord(pa.DataFrameModel):
     )
     timestamp_type: str = pa.Field(isin=["string", "null"])
     timestamp: str = pa.Field(nullable=True, str_matches=RFC3339)
-    sent_at: Annotated[pl.Datetime, "ms", "UTC"] = pa.Field(nullable=True)
+    sent_at: Instant = pa.Field(nullable=True)
     metadata_type: str = pa.Field(isin=["object", "null"])
 
     @pa.dataframe_check(name="timestamp_is_a_real_instant")

@@ -14,7 +14,10 @@ import polars as pl
 
 from track.schemas.constants import MAX_METADATA_BYTES, MAX_STRING_CHARS, REASONS
 
-Instant = Annotated[pl.Datetime, "ms", "UTC"]
+UTC_MS = pl.Datetime("ms", "UTC")
+"""Every instant Track keeps: UTC, at millisecond precision (SPEC section 2)."""
+Instant = Annotated[pl.Datetime, UTC_MS.time_unit, UTC_MS.time_zone]
+"""UTC_MS, as a pandera model's column type."""
 Dates = Annotated[pl.List, pl.Date()]
 
 

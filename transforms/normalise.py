@@ -6,20 +6,14 @@ from datetime import date
 
 import polars as pl
 
+from track.schemas.tables import UTC_MS, Events, polars_schema
 from track.transforms.metadata import apply_warnings
-from track.transforms.timestamps import UTC_MS
 
+EVENT_COLUMNS = list(polars_schema(Events))
+"""The columns stored in events/ and duplicates/ (the date is the partition)."""
 EVENT_SCHEMA = pl.Schema(
     {
-        "event": pl.String(),
-        "user_id": pl.String(),
-        "timestamp": UTC_MS,
-        "metadata": pl.String(),
-        "received_at": UTC_MS,
-        "source": pl.String(),
-        "line": pl.Int64(),
-        "fingerprint": pl.Int64(),
-        "sent_at": UTC_MS,
+        **polars_schema(Events),
         "date": pl.Date(),
         "clamped": pl.Boolean(),
         "truncated": pl.Boolean(),
@@ -27,9 +21,6 @@ EVENT_SCHEMA = pl.Schema(
     }
 )
 """What normalise_events gives: the stored columns, then `date` and what happened to the row."""
-
-EVENT_COLUMNS = list(EVENT_SCHEMA)[:9]
-"""The columns stored in events/ and duplicates/ (the date is the partition)."""
 
 
 def clamp_future_timestamps(records: pl.LazyFrame) -> pl.LazyFrame:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from track.schemas.constants import RECEIVED_AT_SLACK_MS, RFC3339
-
-UTC_MS = pl.Datetime("ms", "UTC")
+from track.schemas.tables import UTC_MS
 
 
 def parse_rfc3339(text: pl.Expr) -> pl.Expr:
@@ -24,7 +23,7 @@ def parse_rfc3339(text: pl.Expr) -> pl.Expr:
         parts.struct["5"],
         pl.lit(":"),
         parts.struct["6"],
-    ).str.strptime(pl.Datetime("ms"), "%Y-%m-%dT%H:%M:%S", strict=False)
+    ).str.strptime(pl.Datetime(UTC_MS.time_unit), "%Y-%m-%dT%H:%M:%S", strict=False)
     # Finer digits are cut, not rounded: keep the first three, padded.
     millis = parts.struct["7"].fill_null("").str.slice(0, 3).str.pad_end(3, "0").cast(pl.Int64)
     offset = parts.struct["8"].fill_null("Z")

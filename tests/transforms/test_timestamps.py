@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import polars as pl
 import pytest
 
-from track.transforms.timestamps import UTC_MS, with_line_received_at, with_sent_at
+from track.schemas.tables import UTC_MS
+from track.transforms.timestamps import with_line_received_at, with_sent_at
 
 
 def _parse(text: str | None) -> datetime | None:
