@@ -1,4 +1,5 @@
-"""Track's settings, built in one place from the environment."""
+"""Track's settings, in one place: what the environment sets (`Settings`, read when asked),
+the defaults of the command line's options, and the tuning numbers, each defined once."""
 
 from __future__ import annotations
 
@@ -12,19 +13,13 @@ from track.errors import SettingsError
 from track.schemas.constants import RETENTION_DAYS
 
 DEFAULT_LAKE = "data/lake"
-DEFAULT_CRON = "*/15 * * * *"
-"""The schedule `track serve` gives the pipeline deployment unless told otherwise."""
-SPOOL_MAX_AGE = 60.0
-"""Seconds after its first record that the HTTP API moves a spool file into the lake."""
-SPOOL_LIMIT = 1024**3
-"""Bytes the HTTP API's spool may hold that are not yet in the lake; past them it answers 503."""
-LOCK_WAIT = 600.0
-"""Seconds a run waits for another run on the same lake before it skips."""
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the lake is and how long it keeps events.
+    """What the environment sets: where the lake is, how long it keeps events, how a run holds
+    the lake and retries the store. Read when a run or command starts (`from_env`), never at
+    import.
 
     Built by `from_env` from:
       TRACK_LAKE            root URL of the lake (default `data/lake`)
@@ -41,21 +36,80 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        """Settings from the environment variables listed above."""
+        """Settings from the environment variables listed above (SettingsError names a bad one)."""
+        default = cls()
         return cls(
-            lake=os.environ.get("TRACK_LAKE") or DEFAULT_LAKE,
-            retention_days=int(_number("TRACK_RETENTION_DAYS", RETENTION_DAYS, whole=True)),
-            lock_lease=_number("TRACK_LOCK_LEASE", 90.0),
-            retry_delays=_delays(os.environ.get("TRACK_RETRY_DELAYS") or "1,5,15"),
+            lake=os.environ.get("TRACK_LAKE") or default.lake,
+            retention_days=int(_number("TRACK_RETENTION_DAYS", default.retention_days, whole=True)),
+            lock_lease=_number("TRACK_LOCK_LEASE", default.lock_lease),
+            retry_delays=_delays("TRACK_RETRY_DELAYS", default.retry_delays),
         )
 
 
-def _delays(text: str) -> tuple[float, ...]:
+# Defaults of the command line's options (SPEC section 10) -----------------------------------
+
+DEFAULT_CRON = "*/15 * * * *"
+"""The schedule `track serve` gives the pipeline deployment unless told otherwise."""
+LOCK_WAIT = 600.0
+"""Seconds a run waits for another run on the same lake before it skips (`track run --wait`)."""
+SPOOL_MAX_AGE = 60.0
+"""Seconds after its first record that the HTTP API moves a spool file into the lake
+(`track api --max-age`)."""
+SPOOL_LIMIT = 1024**3
+"""Bytes the HTTP API's spool may hold that are not yet in the lake; past them it answers 503
+(`track api --spool-limit`)."""
+
+# Tuning: sizes and counts that trade memory for speed; none of them changes an answer --------
+
+RAW_WHOLE_BYTES = 64 * 1024**2
+"""A raw file up to this size is read in one request. A larger one is read twice, a block at a
+time (hash and check, then parse), so neither it nor its gunzipped text is ever held whole."""
+RAW_BLOCK_BYTES = 1024**2
+"""A large raw file is read this many bytes at a time: reads of PARSE_CHUNK_BYTES, each a fresh
+large allocation, raised the peak memory of a 4M-event run by a fifth."""
+PARSE_CHUNK_BYTES = 16 * 1024**2
+"""Lines are decoded this many bytes at a time (many small files together, a large one in
+runs of whole lines): however large a file, its rows never all sit in memory at once."""
+STAGE_ROWS = 250_000
+"""An ingest batch validates, normalises and stages its lines whenever it holds this many: the
+bound on a batch's memory."""
+BATCH_BYTES = 64 * 1024**2
+"""An ingest task reads raw files of at most this many bytes in all (or one larger file)..."""
+BATCH_FILES = 256
+"""... and at most this many files."""
+BATCHES_AT_LEAST = 4
+"""The raw files of a run are split into at least this many ingest tasks when there are files
+enough, so that no worker idles at the end."""
+INGEST_WORKERS = os.cpu_count() or 2
+"""Ingest tasks run at once in the flow's process (threads: Polars releases the GIL); each holds
+up to STAGE_ROWS lines, so this bounds ingest's memory too."""
+MERGE_WORKERS = 2
+"""Event dates the merge rewrites at once (Polars and Parquet encoding release the GIL)."""
+MERGE_PARALLEL_ROWS = 250_000
+"""A run with a date of more new rows than this rewrites its dates one at a time (a date's
+rows are held whole while it is rewritten)."""
+MATCH_USERS_AT_MOST = 20_000
+"""Beyond this many users with changed plays or stops, all sessions are matched again (a filter
+on a long list of users costs more than it spares)."""
+KEEP_SNAPSHOTS = 20
+"""How many of the newest snapshot files a commit keeps (older ones are deleted)."""
+LOCK_POLL_SECONDS = 1.0
+"""How often a run waiting for the lake's lock looks again."""
+SPOOL_FILE_BYTES = 32 * 1024**2
+"""A spool file is closed and moved into the lake at this size, whatever its age."""
+SPOOL_MAX_PENDING = 10_000
+"""Requests that may wait for the spool's next flush; past them the HTTP API answers 503."""
+
+
+def _delays(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    text = os.environ.get(name)
+    if not text:
+        return default
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError as exc:
         raise SettingsError(
-            f"TRACK_RETRY_DELAYS must be seconds separated by commas, such as 1,5,15; got {text!r}"
+            f"{name} must be seconds separated by commas, such as 1,5,15; got {text!r}"
         ) from exc
 
 

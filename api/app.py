@@ -38,7 +38,7 @@ from track.api.spool import Spool
 from track.errors import RequestError, SpoolBroken, SpoolFull, TooLarge, Unavailable
 from track.lake.store import Lake
 from track.schemas.constants import MAX_BODY_BYTES
-from track.settings import SPOOL_LIMIT
+from track.settings import SPOOL_LIMIT, SPOOL_MAX_AGE, SPOOL_MAX_PENDING
 
 log = logging.getLogger("track.api")
 
@@ -54,8 +54,8 @@ class ApiSettings:
 
     lake: str
     spool: str
-    max_age: float = 60.0
-    max_pending: int = 10_000
+    max_age: float = SPOOL_MAX_AGE
+    max_pending: int = SPOOL_MAX_PENDING
     max_spool_bytes: int = SPOOL_LIMIT
 
 

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 
 from track.errors import SpoolBroken, SpoolFull
 from track.lake.store import Lake, fsync_folder, partition_date
+from track.settings import SPOOL_FILE_BYTES, SPOOL_LIMIT, SPOOL_MAX_AGE, SPOOL_MAX_PENDING
 
 log = logging.getLogger("track.api.spool")
 
@@ -97,10 +98,10 @@ class Spool:
         folder: str,
         lake: Lake,
         *,
-        max_age: float = 60.0,
-        max_file_bytes: int = 32 * 1024 * 1024,
-        max_pending: int = 10_000,
-        max_bytes: int = 1024 * 1024 * 1024,
+        max_age: float = SPOOL_MAX_AGE,
+        max_file_bytes: int = SPOOL_FILE_BYTES,
+        max_pending: int = SPOOL_MAX_PENDING,
+        max_bytes: int = SPOOL_LIMIT,
         on_moved: Moved | None = None,
     ) -> None:
         self.folder, self.lake = os.path.abspath(folder), lake

@@ -1,38 +1,74 @@
-"""Ingest: raw files to staged events and quarantine rows (a file is parsed a chunk of lines at
-a time; no lake writes except the staging files of its batch)."""
+"""Ingest: raw files to staged rows. A run plans which raw files to read, reads them in batches
+(one Prefect task each), decodes their lines a chunk at a time, validates and normalises them,
+and stages events and quarantine rows as Parquet under the run's staging folder
+(`_state/staging/<run>/`), which the merge reads (`Staged`). Nothing else in the lake is
+written here."""
 
 from __future__ import annotations
 
-import codecs
-import gzip
-import hashlib
-import os
-import zlib
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import IO
 
 import polars as pl
 
-from track.errors import RawFileChangedError, UnreadableFileError
-from track.lake.store import Lake, RawFile
+from track import settings
+from track.errors import UnreadableFileError
+from track.lake.raw import Chunks, RawBytes, read_raw_file
+from track.lake.store import MANIFEST, STAGING, STATE, Lake, RawFile, partition_date
 from track.schemas.constants import UNREADABLE_FILE
 from track.schemas.records import validate_records
-from track.schemas.tables import UTC_MS, Quarantine, polars_schema
-from track.transforms.normalise import normalise_events
+from track.schemas.tables import UTC_MS, Events, Manifest, Quarantine, polars_schema
+from track.transforms.normalise import EVENT_SCHEMA, normalise_events
 from track.transforms.parse import decode_pieces
 from track.transforms.timestamps import with_line_received_at, with_sent_at
+
+# Planning -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class FilePlan:
-    """A raw file to read, what the manifest knew of its path, and bytes seen elsewhere."""
+    """A raw file to read, what the manifest knew of its path, and bytes seen elsewhere (by
+    sha256: the `received_at` they were first read with)."""
 
     raw: RawFile
     prior_sha256: str | None
     known_received_at: dict[str, datetime] = field(default_factory=dict)
+
+
+def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
+    """The listed files whose size or modified time differ from what the manifest holds."""
+    manifest = lake.read_state(MANIFEST, Manifest)
+    known = {row["path"]: row for row in manifest.iter_rows(named=True)}
+    by_bytes = {row["sha256"]: row["received_at"] for row in known.values()}
+    plans = []
+    for raw in files:
+        prior = known.get(raw.path)
+        if prior and prior["size"] == raw.size and prior["modified"] == raw.modified:
+            continue
+        plans.append(FilePlan(raw, prior["sha256"] if prior else None, by_bytes))
+    return plans
+
+
+def batches(plans: list[FilePlan]) -> list[list[FilePlan]]:
+    """Plans grouped so that one task reads many small files or a few large ones, and into at
+    least BATCHES_AT_LEAST groups when there are files enough, so no worker idles at the end."""
+    total = sum(p.raw.size for p in plans)
+    limit = min(settings.BATCH_BYTES, total // settings.BATCHES_AT_LEAST + 1)
+    groups: list[list[FilePlan]] = [[]]
+    size = 0
+    for plan in plans:
+        full = size + plan.raw.size > limit or len(groups[-1]) >= settings.BATCH_FILES
+        if groups[-1] and full:
+            groups.append([])
+            size = 0
+        groups[-1].append(plan)
+        size += plan.raw.size
+    return [g for g in groups if g]
+
+
+# Results ------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -50,142 +86,48 @@ class FileResult:
     quarantined: dict[str, int] = field(default_factory=dict)
 
 
-CHUNK_BYTES = 16 * 1024 * 1024
-"""Lines are parsed this many bytes at a time: however large a file, its rows never all sit in
-memory at once."""
+@dataclass
+class BatchResult:
+    """Files a batch read and the staging files holding their rows (events/date=D/..., and
+    quarantine/...), relative to the run's staging folder."""
 
-Sink = Callable[[pl.DataFrame, pl.DataFrame], None]
-"""Where parsed events and quarantine rows go (staging)."""
-
-
-def _gunzip_errors(name: str) -> tuple[type[Exception], ...]:
-    return (OSError, EOFError, zlib.error) if name.endswith(".gz") else ()
-
-
-def file_text(name: str, data: bytes) -> bytes:
-    """The NDJSON bytes of a raw file: gunzipped if `.gz`; raises UnreadableFileError."""
-    if name.endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except _gunzip_errors(name) as exc:
-            raise _not_gzip(name, exc) from exc
-    if b"\x00" in data:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise _not_text(name, exc) from exc
-    return data
+    files: list[FileResult]
+    events: list[str]
+    quarantine: list[str]
+    read_again: set[str] = field(default_factory=set)
+    """Files read again later in the run: their staged rows here are not used."""
 
 
-def _not_gzip(name: str, exc: Exception) -> UnreadableFileError:
-    return UnreadableFileError(f"{name} is not a readable gzip file: {exc}")
+def same_bytes_again(plans: list[FilePlan], results: list[BatchResult]) -> list[FilePlan]:
+    """Files whose bytes another file first read in this run holds with an earlier mtime.
+
+    Bytes first read in one run get the earliest last-modified time among their files as
+    `received_at`, so dropping a file twice at once changes no answer; these files are read again
+    with it.
+    """
+    earliest: dict[str, datetime] = {}
+    read = [f for r in results for f in r.files if not f.unchanged]
+    for f in read:
+        earliest[f.sha256] = min(earliest.get(f.sha256, f.received_at), f.received_at)
+    late = {f.path: f.sha256 for f in read if f.received_at > earliest[f.sha256]}
+    return [
+        FilePlan(
+            p.raw,
+            p.prior_sha256,
+            {**p.known_received_at, late[p.raw.path]: earliest[late[p.raw.path]]},
+        )
+        for p in plans
+        if p.raw.path in late
+    ]
 
 
-def _not_text(name: str, exc: UnicodeDecodeError) -> UnreadableFileError:
-    return UnreadableFileError(f"{name} holds NUL bytes and is not UTF-8 text: {exc.reason}")
+def counted_files(results: list[BatchResult]) -> list[FileResult]:
+    """The files whose results count: every file read, but for a first read of a file read
+    again later in the run (the later read counts)."""
+    return [f for r in results for f in r.files if f.path not in r.read_again]
 
 
-WHOLE_FILE_BYTES = 64 * 1024 * 1024
-"""A raw file up to this size is read in one request. A larger one is read twice, a block at a
-time: once to hash it and check that it can be read as lines at all, then to parse it; so
-neither a large file nor its decompressed text is ever held whole."""
-
-
-class _StoreError(Exception):
-    """A read of the store that failed: not a sign of a bad file (it goes up, to be retried)."""
-
-
-class _Hashed:
-    """A binary file read through: every byte read is hashed and counted."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self.f, self.hash, self.size = f, hashlib.sha256(), 0
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            block = self.f.read(size)
-        except Exception as exc:
-            raise _StoreError() from exc
-        self.hash.update(block)
-        self.size += len(block)
-        return block
-
-
-READ_BYTES = 1024 * 1024
-"""A large file is read this many bytes at a time: reads of CHUNK_BYTES, each a fresh large
-allocation, raised the peak memory of a 4M-event run by a fifth."""
-
-
-def _text_blocks(name: str, f: IO[bytes] | _Hashed) -> Iterator[bytes]:
-    """The NDJSON bytes of an open raw file, READ_BYTES at a time (gunzipped if `.gz`)."""
-    text = gzip.GzipFile(fileobj=f, mode="rb") if name.endswith(".gz") else f  # type: ignore[arg-type]
-    while block := text.read(READ_BYTES):
-        yield block
-
-
-def check_large_file(
-    name: str, open_file: Callable[[], AbstractContextManager[IO[bytes]]]
-) -> tuple[str, int, str | None]:
-    """Read a large raw file through: its sha256, its size, and why it cannot be read as lines
-    (None if it can), as `file_text` would say it."""
-    with open_file() as f:
-        hashed = _Hashed(f)
-        problem, nul = None, False
-        try:
-            try:
-                for block in _text_blocks(name, hashed):
-                    nul = nul or b"\x00" in block
-            except _gunzip_errors(name) as exc:
-                problem = str(_not_gzip(name, exc))
-            while hashed.read(READ_BYTES):  # the rest, for the hash
-                pass
-        except _StoreError as exc:
-            raise exc.__cause__ from None  # type: ignore[misc]
-    if nul and problem is None:  # then it must be UTF-8 throughout: read it again to see
-        utf8 = codecs.getincrementaldecoder("utf-8")()
-        with open_file() as f:
-            try:
-                for block in _text_blocks(name, f):
-                    utf8.decode(block)
-                utf8.decode(b"", final=True)
-            except UnicodeDecodeError as exc:
-                problem = str(_not_text(name, exc))
-    return hashed.hash.hexdigest(), hashed.size, problem
-
-
-def stream_chunks(name: str, f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(number of its first line, bytes) of consecutive runs of whole lines of an open raw
-    file, read a block at a time; as `line_chunks` cuts them: at the first line end from
-    CHUNK_BYTES on (a batch decodes a run as soon as it holds CHUNK_BYTES)."""
-    first_line, blocks, size = 1, [], 0
-    for block in _text_blocks(name, f):
-        blocks.append(block)
-        size += len(block)
-        if size < CHUNK_BYTES:
-            continue
-        cut = block.find(b"\n", max(CHUNK_BYTES - 1 - (size - len(block)), 0)) + 1
-        if cut == 0:  # read on: a run ends with a line
-            continue
-        chunk = b"".join([*blocks[:-1], block[:cut]])  # the one copy
-        blocks, size = [block[cut:]], len(block) - cut
-        yield first_line, chunk
-        first_line += chunk.count(b"\n")
-    rest = b"".join(blocks)
-    if rest:
-        yield first_line, rest
-
-
-def line_chunks(text: bytes, size: int = CHUNK_BYTES) -> Iterator[tuple[int, bytes]]:
-    """(number of its first line, bytes) of consecutive runs of whole lines of about `size`."""
-    start, first_line = 0, 1
-    while start < len(text):
-        cut = text.find(b"\n", start + size - 1)
-        end = len(text) if cut == -1 else cut + 1
-        chunk = text[start:end]
-        yield first_line, chunk
-        first_line += chunk.count(b"\n")
-        start = end
-
+# Decoding and parsing -----------------------------------------------------------------------
 
 LINE_ID = ["source", "line"]
 """What names a line among the lines of many files."""
@@ -272,6 +214,11 @@ def _as_quarantine(rows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+Sink = Callable[[pl.DataFrame, pl.DataFrame], None]
+"""Where a batch's parsed events and quarantine rows go (the Stager)."""
+_NONE = pl.DataFrame(schema=polars_schema(Quarantine))
+
+
 class Batch:
     """Where a batch's files go: their decoded lines, parsed together whenever they reach
     `rows` lines (one validation for many small files; a bound on memory for large ones)."""
@@ -289,7 +236,7 @@ class Batch:
         """Take a piece of a file; decode what is held once it makes a chunk."""
         self.pieces.append(piece)
         self.piece_bytes += len(piece.data)
-        if self.piece_bytes >= CHUNK_BYTES:
+        if self.piece_bytes >= settings.PARSE_CHUNK_BYTES:
             self._decode()
 
     def _decode(self) -> None:
@@ -327,78 +274,31 @@ class Batch:
         self.lines, self.rejected, self.rows = [], [], 0
 
 
-_NONE = pl.DataFrame(schema=polars_schema(Quarantine))
-
-
-class _OneVersion:
-    """A large raw file opened once and read again from its start by every pass, so that the
-    hash and the rows come from one version of it: on S3 each read must match the ETag of the
-    open (s3fs asks If-Match; a newer object fails the read, and the task is retried); locally
-    the open file keeps the version it opened when a producer renames a new one over it, and
-    `check` notices one rewritten in place."""
-
-    def __init__(self, lake: Lake, path: str) -> None:
-        self.lake, self.path = lake, path
-        self.f = lake.open_raw(path)
-        self.opened = self._version()
-
-    def rewound(self) -> IO[bytes]:
-        """The open file, at its start."""
-        self.f.seek(0)
-        return self.f
-
-    def again(self) -> AbstractContextManager[IO[bytes]]:
-        """The open file at its start, to read `with`, left open."""
-        return nullcontext(self.rewound())
-
-    def _version(self) -> tuple[int, ...] | None:
-        if not self.lake.local:
-            return None
-        stat = os.fstat(self.f.fileno())
-        return stat.st_ino, stat.st_size, stat.st_mtime_ns
-
-    def check(self) -> None:
-        if self._version() != self.opened:
-            raise RawFileChangedError(
-                f"raw/{self.path} was rewritten in place while it was read: read it again"
-            )
+# Reading a file into a batch ----------------------------------------------------------------
 
 
 def ingest_file(lake: Lake, plan: FilePlan, batch: Batch) -> FileResult:
     """Read one raw file and decode it into `batch`, a chunk of lines at a time; nothing when
-    its bytes are unchanged. A file larger than WHOLE_FILE_BYTES is never held whole, and all
-    its passes read one version of it."""
-    path = plan.raw.path
-    if plan.raw.size <= WHOLE_FILE_BYTES:
-        data = lake.read_raw(path)
-        whole: tuple[str, int, str | None] = hashlib.sha256(data).hexdigest(), len(data), None
-        return _ingest(plan, batch, whole, lambda: line_chunks(file_text(path, data)))
-    pinned = _OneVersion(lake, path)
-    with pinned.f:
-        found = check_large_file(path, pinned.again)
-        result = _ingest(plan, batch, found, lambda: stream_chunks(path, pinned.rewound()))
-        pinned.check()
-        return result
+    its bytes are unchanged."""
+    with read_raw_file(lake, plan.raw.path, plan.raw.size) as (found, chunks):
+        return _ingest(plan, batch, found, chunks)
 
 
 def _ingest(
-    plan: FilePlan,
-    batch: Batch,
-    found: tuple[str, int, str | None],
-    chunks: Callable[[], Iterator[tuple[int, bytes]]],
+    plan: FilePlan, batch: Batch, found: RawBytes, chunks: Callable[[], Chunks]
 ) -> FileResult:
-    """A file's result from its hash, size and verdict; its lines, from `chunks` (which raises
+    """A file's result from what reading it found; its lines, from `chunks` (which raises
     UnreadableFileError for a file that cannot be read as lines), into `batch` unless its
     bytes are unchanged."""
     raw = plan.raw
-    sha, size, problem = found
-    received_at = plan.known_received_at.get(sha, raw.modified)
-    result = FileResult(raw.path, size, raw.modified, sha, received_at)
-    if sha == plan.prior_sha256:
+    received_at = plan.known_received_at.get(found.sha256, raw.modified)
+    result = FileResult(raw.path, found.size, raw.modified, found.sha256, received_at)
+    if found.sha256 == plan.prior_sha256:
         result.unchanged = True
         return result
     batch.files[raw.path] = result
-    lines: Iterator[tuple[int, bytes]] = iter(())
+    problem = found.problem
+    lines: Chunks = iter(())
     if problem is None:
         try:
             lines = chunks()
@@ -410,3 +310,120 @@ def _ingest(
     for first_line, chunk in lines:
         batch.add(Piece(raw.path, received_at, first_line, chunk))
     return result
+
+
+# Staging ------------------------------------------------------------------------------------
+
+
+def staging_folder(run_id: str) -> str:
+    """Where a run stages its rows, under the root."""
+    return f"{STATE}/{STAGING}/{run_id}"
+
+
+class Stager:
+    """Writes a batch's parsed rows to staging: events split by date, without the expired."""
+
+    def __init__(self, lake: Lake, folder: str) -> None:
+        self.lake, self.folder = lake, folder
+        self.written: list[str] = []
+        self.rejected: list[str] = []
+
+    def __call__(self, events: pl.DataFrame, quarantine: pl.DataFrame) -> None:
+        name = uuid.uuid4().hex
+        if len(events):
+            events = events.filter(~pl.col("expired")).drop("expired")
+            # The one validation of the values of these rows: the merge only moves them.
+            Events.validate(events.select(list(polars_schema(Events))))
+            for (day,), part in events.partition_by("date", as_dict=True).items():
+                path = f"events/date={day.isoformat()}/{name}.parquet"
+                self.lake.write_parquet(part.drop("date"), self.folder, path)
+                self.written.append(path)
+        if len(quarantine):
+            path = f"quarantine/{name}.parquet"
+            self.lake.write_parquet(quarantine, self.folder, path)
+            self.rejected.append(path)
+
+
+def ingest_batch(
+    lake_url: str, plans: list[FilePlan], window_start: date, run_id: str
+) -> BatchResult:
+    """Read and parse a batch of raw files; stage their rows in the run's staging folder."""
+    lake = Lake(lake_url)
+    stager = Stager(lake, staging_folder(run_id))
+    batch = Batch(window_start=window_start, rows=settings.STAGE_ROWS, stage=stager)
+    results = [ingest_file(lake, plan, batch) for plan in plans]
+    batch.flush()
+    return BatchResult(results, stager.written, stager.rejected)
+
+
+STAGED_SCHEMA = {n: t for n, t in EVENT_SCHEMA.items() if n not in ("date", "expired")}
+"""The columns of a staged events file (its date is in its path)."""
+
+
+@dataclass
+class Staged:
+    """A run's staged rows, as the merge reads them: the retained events, as
+    `events/date=D/<id>.parquet` files under `folder`, each with the sources read again later in
+    the run, whose rows in it are not used; and the quarantine files."""
+
+    lake: Lake
+    folder: str
+    files: list[tuple[str, frozenset[str]]]
+    rejected_files: list[tuple[str, frozenset[str]]]
+
+    @classmethod
+    def of(cls, lake: Lake, run_id: str, results: list[BatchResult]) -> Staged:
+        """What the ingest tasks of a run staged."""
+
+        def named(names: list[str], result: BatchResult) -> list[tuple[str, frozenset[str]]]:
+            return [(name, frozenset(result.read_again)) for name in names]
+
+        return cls(
+            lake,
+            staging_folder(run_id),
+            [item for r in results for item in named(r.events, r)],
+            [item for r in results for item in named(r.quarantine, r)],
+        )
+
+    def dates(self) -> set[date]:
+        """The event dates of the staged rows."""
+        return {_staged_date(name) for name, _ in self.files}
+
+    def rows(
+        self,
+        day: date | None = None,
+        columns: list[str] | None = None,
+        *,
+        categorical_source: bool = False,
+    ) -> pl.DataFrame:
+        """The staged events (of one date), with `date`; only `columns` if given."""
+        # Each file's sources are cast as it is read: with categories, the paths of all the
+        # new rows are never held at once.
+        source = pl.col("source").cast(pl.Categorical if categorical_source else pl.String)
+        empty = pl.DataFrame(schema={**STAGED_SCHEMA, "date": pl.Date()})
+        frames = [empty.select(*(columns or STAGED_SCHEMA), "date").with_columns(source)]
+        for name, read_again in self.files:
+            at = _staged_date(name)
+            if day is not None and at != day:
+                continue
+            rows = self.lake.read_parquet(self.folder, name, columns=columns)
+            if read_again:
+                rows = rows.filter(~pl.col("source").is_in(read_again))
+            frames.append(rows.with_columns(source, date=pl.lit(at)))
+        return pl.concat(frames)
+
+    def rejected(self) -> pl.DataFrame:
+        """The staged quarantine rows."""
+        frames = [_NONE]
+        for name, read_again in self.rejected_files:
+            rows = self.lake.read_parquet(self.folder, name)
+            frames.append(rows.filter(~pl.col("source").is_in(read_again)))
+        return pl.concat(frames)
+
+
+def _staged_date(name: str) -> date:
+    """The date of a staged file `events/date=D/<id>.parquet`."""
+    found = partition_date(name.split("/")[1])
+    if found is None:
+        raise ValueError(f"not a staged events file: {name}")
+    return found

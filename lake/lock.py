@@ -18,20 +18,19 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
+from track import settings
 from track.lake.store import STATE, Lake
 
 log = logging.getLogger("track.lock")
 
 LOCKS = f"{STATE}/lock"
-LEASE = timedelta(seconds=90)
-"""How long a holder's claim lasts without renewal (renewed four times per lease)."""
-POLL_EVERY = 1.0
 
 
 class LakeLock:
-    """The lake's run lock; use as `with LakeLock(lake, owner).held(wait=...)`."""
+    """The lake's run lock: `acquire(wait=...)`, then `release()`."""
 
-    def __init__(self, lake: Lake, owner: str, *, lease: timedelta = LEASE) -> None:
+    def __init__(self, lake: Lake, owner: str, *, lease: timedelta) -> None:
+        """`lease`: how long a claim lasts without renewal (renewed four times per lease)."""
         self.lake = lake
         self.owner = owner
         self.lease = lease
@@ -102,7 +101,7 @@ class LakeLock:
                 return True
             if time.monotonic() - start >= wait:
                 return False
-            time.sleep(POLL_EVERY)
+            time.sleep(settings.LOCK_POLL_SECONDS)
 
     def _renew(self) -> None:
         while not self._stop.wait(max(self.lease.total_seconds() / 4, 0.05)):

@@ -1,17 +1,40 @@
-"""Fold a run's staged rows into the lake: dedup, events/duplicates/quarantine partitions,
-the manifest; then retention and the rollups of what changed."""
+"""The merge: a run's staged rows folded into the lake's tables. New events are deduplicated
+against every stored copy of their records, and only the event dates that change are rewritten,
+with their daily counts; rejected lines join the quarantine; the manifest records what each raw
+file gave; the sessions of the users whose plays or stops changed are matched again.
+
+How a run's new events are merged, in four steps (`merge_events`):
+
+1. the dates to rewrite: those of the new rows, and those the re-read files stored rows under;
+2. the copies that decide: for every record with a copy among them, each copy's key and place
+   (only these deciding columns are held for all rows at once);
+3. the decision (transforms.dedup): the copy kept, the others duplicates; only the copies whose
+   place changes are carried on;
+4. the rewrite of each date on its own, from its stored rows, its new rows and those changes.
+"""
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 
 import polars as pl
 
+from track import settings
 from track.lake.faults import crash_point
-from track.lake.ingest import FileResult
-from track.lake.store import COUNTS, DUPLICATES, EVENTS, QUARANTINE, SESSIONS, Lake, partition_date
+from track.lake.ingest import FileResult, Staged
+from track.lake.store import (
+    COUNTS,
+    DUPLICATES,
+    EVENTS,
+    MANIFEST,
+    QUARANTINE,
+    SESSIONS,
+    TOMBSTONES,
+    Lake,
+)
 from track.schemas.tables import (
     UTC_MS,
     Counts,
@@ -22,28 +45,18 @@ from track.schemas.tables import (
     Sessions,
     Tombstones,
     conform,
-    polars_schema,
 )
 from track.transforms.counts import daily_counts
 from track.transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
 from track.transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
 from track.transforms.sessions import PLAY, STOP, match_sessions
 
-MANIFEST = "files"
-TOMBSTONES = "tombstones"
-EVENT_SCHEMA_STAGED = {n: t for n, t in EVENT_SCHEMA.items() if n not in ("date", "expired")}
 INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
-DATES = pl.List(pl.Date())
 INDEX = list(INDEX_SCHEMA)
 """The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
-WORKERS = 2
-"""Event dates rewritten at once (Polars and Parquet encoding release the GIL)."""
-PARALLEL_DATE_ROWS = 250_000
-"""Dates with more new rows than this are rewritten one at a time (a date's rows are held
-whole while it is rewritten)."""
-MATCH_USERS_AT_MOST = 20_000
-"""Beyond this many users with changed plays or stops, all sessions are matched again (a
-filter on a long list of users costs more than it spares)."""
+DATES = pl.List(pl.Date())
+VERDICTS = {"source": pl.String(), "line": pl.Int64(), "kept": pl.Boolean()}
+"""Where a copy is (its source and line) and whether it is now kept."""
 
 
 @dataclass
@@ -63,49 +76,73 @@ class Merged:
     )
 
 
-@dataclass
-class Staged:
-    """The run's new retained events, staged by ingest as `events/date=D/<id>.parquet` files
-    under `folder`; each file with the sources read again later in the run, whose rows in it
-    are not used."""
+def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start: date) -> Merged:
+    """Dedup the run's new events against the lake and rewrite the event dates this changes,
+    with their daily counts.
 
-    lake: Lake
-    folder: str
-    files: list[tuple[str, frozenset[str]]]
-
-    def dates(self) -> set[date]:
-        return {_staged_date(name) for name, _ in self.files}
-
-    def rows(
-        self,
-        day: date | None = None,
-        columns: list[str] | None = None,
-        *,
-        categorical_source: bool = False,
-    ) -> pl.DataFrame:
-        """The staged rows (of one date), with `date`; only `columns` if given."""
-        # Each file's sources are cast as it is read: with categories, the paths of all the
-        # new rows are never held at once.
-        source = pl.col("source").cast(pl.Categorical if categorical_source else pl.String)
-        empty = pl.DataFrame(schema={**EVENT_SCHEMA_STAGED, "date": pl.Date()})
-        frames = [empty.select(*(columns or EVENT_SCHEMA_STAGED), "date").with_columns(source)]
-        for name, read_again in self.files:
-            at = _staged_date(name)
-            if day is not None and at != day:
-                continue
-            rows = self.lake.read_parquet(self.folder, name, columns=columns)
-            if read_again:
-                rows = rows.filter(~pl.col("source").is_in(read_again))
-            frames.append(rows.with_columns(source, date=pl.lit(at)))
-        return pl.concat(frames)
+    `staged` holds the retained events of the files in `sources`; any row those files stored
+    before is replaced by them (a file replaced under its name replaces its contribution).
+    Only records with a copy among these rows are decided again; every other row keeps its place.
+    """
+    # Sources as categories: four bytes a row, not the path (these deciding columns of every
+    # new row are the merge's largest structure).
+    new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
+    if new.is_empty() and not sources:
+        return Merged(0, 0, 0, 0, [])
+    dates, changes = _decide_copies(lake, new, staged.dates(), sources, window_start)
+    largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
+    # Memory: a date's rows are held whole while it is rewritten; one large date at a time.
+    workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
+    users = _rewrite_dates(lake, staged, dates, sources, changes, workers=workers)
+    lost = changes.filter("new")  # new rows come as kept: a change is a loss
+    return Merged(
+        accepted=len(new) - len(lost),
+        duplicates=len(lost),
+        clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
+        truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
+        changed_dates=dates,
+        session_users=users.sort().to_list()
+        if len(users) <= settings.MATCH_USERS_AT_MOST
+        else None,
+        dates_of_sources=new.group_by("source")  # by category: a path is cast once, not a row
+        .agg(dates=pl.col("date").unique().sort())
+        .select(path=pl.col("source").cast(pl.String), dates="dates"),
+    )
 
 
-def _staged_date(name: str) -> date:
-    """The date of a staged file `events/date=D/<id>.parquet`."""
-    found = partition_date(name.split("/")[1])
-    if found is None:
-        raise ValueError(f"not a staged events file: {name}")
-    return found
+def _decide_copies(
+    lake: Lake, new: pl.DataFrame, new_dates: set[date], sources: set[str], window_start: date
+) -> tuple[list[date], pl.DataFrame]:
+    """Steps 1 to 3: the event dates to rewrite, and the copies whose place changes (by date,
+    source and line, with `kept` now, and `new`, `clamped`, `truncated` of the new ones)."""
+    dates = _dates_of_sources(lake, sources, window_start) | new_dates
+    stored = _stored_index(lake, dates)
+    affected = None  # every record: all of its copies are among these dates
+    if _retained_dates(lake, window_start) - dates:
+        # A clamped timestamp can store a copy of a record under another date than its other
+        # copies. So only the records this run can change (with a new copy, or a copy of a
+        # re-read file) are decided again, with every copy of theirs, wherever it is stored.
+        replaced = stored.filter(pl.col("source").is_in(sources))
+        affected = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
+        elsewhere = _dates_holding(lake, affected, window_start) - dates
+        stored = pl.concat([stored, _stored_index(lake, elsewhere)])
+        dates |= elsewhere
+    copies = pl.concat(
+        [
+            new.select(*INDEX, "date", "clamped", "truncated", was_kept=True, new=True),
+            stored.filter(~pl.col("source").is_in(sources))
+            .with_columns(pl.col("source").cast(pl.Categorical))
+            .select(*INDEX, "date", clamped=False, truncated=False, was_kept="kept", new=False),
+        ]
+    )
+    decided = _decide(copies, affected, lake.read_state(TOMBSTONES, Tombstones))
+    return sorted(dates), decided.filter(pl.col("kept") != pl.col("was_kept"))
+
+
+def _retained_dates(lake: Lake, window_start: date) -> set[date]:
+    """Every retained event date that holds events or duplicates."""
+    stored = lake.partitions(EVENTS) + lake.partitions(DUPLICATES)
+    return {d for d in stored if d >= window_start}
 
 
 def _stored_index(lake: Lake, days: set[date]) -> pl.DataFrame:
@@ -142,82 +179,6 @@ def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[
     return {d for ds in listed for d in ds if d >= window_start}
 
 
-def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start: date) -> Merged:
-    """Dedup the run's new events against the lake and rewrite the event dates this changes,
-    with their daily counts.
-
-    `staged` holds the retained events of the files in `sources`; any row those files stored
-    before is replaced by them (a file replaced under its name replaces its contribution).
-    Only records with a copy among these rows are decided again; every other row keeps its place.
-    Only the deciding columns of all copies are held at once; the rows themselves are read,
-    decided and written one date at a time.
-    """
-    # Sources as categories: four bytes a row, not the path (the index is the merge's
-    # largest structure; it holds a row for every new event).
-    new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
-    if new.is_empty() and not sources:
-        return Merged(0, 0, 0, 0, [])
-    touched = _dates_of_sources(lake, sources, window_start) | staged.dates()
-    stored = _stored_index(lake, touched)
-    others = [d for d in lake.partitions(EVENTS) if d >= window_start and d not in touched]
-    others += [d for d in lake.partitions(DUPLICATES) if d >= window_start and d not in touched]
-    affected = None  # every record: all its copies are here, when every date is
-    if others:  # copies of these records stored under other dates (clamped timestamps)
-        # The records this run can change: with a new copy, or a copy of a re-read file. Only
-        # they are decided again, with every copy of theirs, wherever it is stored.
-        replaced = stored.filter(pl.col("source").is_in(sources))
-        affected = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
-        del replaced
-        elsewhere = _dates_holding(lake, affected, window_start) - touched
-        stored = pl.concat([stored, _stored_index(lake, elsewhere)])
-        touched |= elsewhere
-    copies = pl.concat(
-        [
-            new.select(
-                *INDEX, "date", "clamped", "truncated", was_kept=pl.lit(True), new=pl.lit(True)
-            ),
-            stored.filter(~pl.col("source").is_in(sources)).select(
-                *(pl.col(c).cast(pl.Categorical) if c == "source" else c for c in INDEX),
-                "date",
-                clamped=pl.lit(False),
-                truncated=pl.lit(False),
-                was_kept="kept",
-                new=pl.lit(False),
-            ),
-        ]
-    )
-    decided = _decide(copies, affected, lake.read_state(TOMBSTONES, Tombstones))
-    del copies
-    # Only rows whose place changes travel to the rewrite of their date (new rows come as kept).
-    changes = decided.filter(pl.col("kept") != pl.col("was_kept"))
-    verdicts = {
-        day: rows.select("source", "line", "kept")
-        for (day,), rows in changes.partition_by("date", as_dict=True).items()
-    }
-    empty = pl.DataFrame(schema={"source": pl.String, "line": pl.Int64, "kept": pl.Boolean})
-
-    def rewrite(day: date) -> pl.Series:
-        return _rewrite_date(lake, staged, day, sources, verdicts.get(day, empty))
-
-    largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
-    workers = WORKERS if largest <= PARALLEL_DATE_ROWS else 1  # memory: one large date at once
-    with ThreadPoolExecutor(workers) as pool:
-        none = pl.Series("user_id", [], pl.String)
-        users = pl.concat([none, *pool.map(rewrite, sorted(touched))]).unique()
-    lost = changes.filter("new")  # new rows come as kept: a change is a loss
-    return Merged(
-        accepted=len(new) - len(lost),
-        duplicates=len(lost),
-        clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
-        truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
-        changed_dates=sorted(touched),
-        session_users=users.sort().to_list() if len(users) <= MATCH_USERS_AT_MOST else None,
-        dates_of_sources=new.group_by("source")  # by category: a path is cast once, not a row
-        .agg(dates=pl.col("date").unique().sort())
-        .select(path=pl.col("source").cast(pl.String), dates="dates"),
-    )
-
-
 def _decide(
     copies: pl.DataFrame, affected: pl.DataFrame | None, tombstones: pl.DataFrame
 ) -> pl.DataFrame:
@@ -226,29 +187,46 @@ def _decide(
     Every other copy keeps its place: an unaffected record's kept copy may be stored under a
     date that is not among `copies` (a clamped timestamp), so its copies here are never
     decided without it."""
-    # Copies of one record share fingerprint and instant, so they share this 64-bit mix of
-    # both; a clash of two records only adds candidates (deduplicate compares whole keys).
-    instant = pl.col("sent_at").dt.epoch("ms")
-    mix = pl.col("fingerprint") ^ instant
-    several = mix.is_duplicated()
     if len(tombstones):
-        gone = tombstones.select(RECORD_KEY).unique().with_columns(_gone=pl.lit(True))
-        copies = (
-            copies.join(gone, on=RECORD_KEY, how="left")
-            .with_columns(several=several | pl.col("_gone").is_not_null())
-            .drop("_gone")
+        gone = tombstones.select(RECORD_KEY).unique().with_columns(gone=True)
+        copies = copies.join(gone, on=RECORD_KEY, how="left").with_columns(
+            pl.col("gone").fill_null(False)
         )
     else:
-        copies = copies.with_columns(several=several)
-    candidates = copies.filter(pl.col("several") | ~pl.col("was_kept")).drop("several")
+        copies = copies.with_columns(gone=False)
+    several = pl.struct(RECORD_KEY).is_duplicated()
+    candidates = copies.filter(several | pl.col("gone") | ~pl.col("was_kept")).drop("gone")
     if affected is not None:
         candidates = candidates.join(affected, on=RECORD_KEY, how="semi")
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 
 
+def _rewrite_dates(
+    lake: Lake,
+    staged: Staged,
+    dates: list[date],
+    sources: set[str],
+    changes: pl.DataFrame,
+    *,
+    workers: int,
+) -> pl.Series:
+    """Step 4: rewrite these event dates, `workers` at a time; the users with a play or stop
+    among the rows that came, went or changed place."""
+    by_date = {
+        day: rows.select(*VERDICTS)
+        for (day,), rows in changes.partition_by("date", as_dict=True).items()
+    }
+    none = pl.DataFrame(schema=VERDICTS)
+    verdicts = [by_date.get(day, none) for day in dates]
+    rewrite = functools.partial(_rewrite_date, lake, staged, sources=sources)
+    with ThreadPoolExecutor(workers) as pool:
+        users = pool.map(rewrite, dates, verdicts)
+        return pl.concat([pl.Series("user_id", [], pl.String), *users]).unique()
+
+
 def _rewrite_date(
-    lake: Lake, staged: Staged, day: date, sources: set[str], verdicts: pl.DataFrame
+    lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, *, sources: set[str]
 ) -> pl.Series:
     """Rewrite one event date: its stored rows but those of re-read sources, its new rows,
     each kept or not as decided (`verdicts` by source and line; the rest keep their place).
@@ -273,7 +251,6 @@ def _rewrite_date(
     lake.write_partition(EVENTS, day, events)
     crash_point("partition-written")
     lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
-    del rows
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.write_partition(COUNTS, day, conform(counts, Counts))
     return users
@@ -334,51 +311,6 @@ def update_manifest(lake: Lake, files: list[FileResult], dates: pl.DataFrame) ->
     rest = manifest.filter(~pl.col("path").is_in(listed["path"].implode()))
     rows = pl.concat([rest, unchanged.select(manifest.columns), changed.select(manifest.columns)])
     lake.write_state(MANIFEST, Manifest.validate(rows.sort("path")))
-
-
-def expire_events(lake: Lake, *, window_start: date) -> int:
-    """Delete event and duplicate partitions before the window; the count deleted.
-
-    Runs before new events are committed, so that a record whose kept copy just expired is
-    never counted again: keys of expired kept events that could still arrive unexpired (their
-    instant as sent is inside the window, i.e. a clamped future timestamp) become tombstones.
-    """
-    old = [d for d in lake.partitions(EVENTS) if d < window_start]
-    stored = lake.read_state(TOMBSTONES, Tombstones)
-    tombstones = [stored.filter(pl.col("sent_at").dt.date() >= window_start)]
-    for day in old:
-        rows = lake.read_partition(EVENTS, day, Events)
-        tombstones.append(
-            rows.filter(pl.col("sent_at").dt.date() >= window_start).select(
-                list(polars_schema(Tombstones))
-            )
-        )
-    if old or tombstones[0].height != stored.height:  # a run that expires nothing writes nothing
-        lake.write_state(TOMBSTONES, Tombstones.validate(pl.concat(tombstones).unique()))
-    return _delete_before(lake, (EVENTS, DUPLICATES), window_start)
-
-
-def expire_quarantine(lake: Lake, *, window_start: date) -> int:
-    """Delete quarantine partitions before the window (after this run's files were ingested)."""
-    return _delete_before(lake, (QUARANTINE,), window_start)
-
-
-def expire_raw(lake: Lake, *, window_start: date) -> int:
-    """Delete raw partitions before the window: only once the run that read them is live."""
-    old = [d for d in lake.raw_partitions() if d < window_start]
-    for day in old:
-        lake.delete_raw_partition(day)
-    return len(old)
-
-
-def _delete_before(lake: Lake, tables: tuple[str, ...], window_start: date) -> int:
-    deleted = 0
-    for table in tables:
-        for day in lake.partitions(table):
-            if day < window_start:
-                lake.delete_partition(table, day)
-                deleted += 1
-    return deleted
 
 
 def rebuild_sessions(lake: Lake, *, window_start: date, users: list[str] | None = None) -> int:

@@ -44,6 +44,7 @@ import fsspec
 import pandera.polars as pa
 import polars as pl
 
+from track import settings
 from track.errors import LakeFencedError, LakeFormatError
 from track.lake import delta
 from track.lake.faults import crash_point
@@ -55,10 +56,14 @@ STATE = "_state"
 RUNS = "runs"
 EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = TABLES = tuple(TABLE_MODELS)
 SNAPSHOTS = f"{STATE}/snapshots"
+STAGING = "staging"
+"""Under _state/: each run's staged rows, `staging/<run_id>/`, deleted once it committed."""
+MANIFEST = "files"
+"""The state table of every raw file read (schemas.tables.Manifest)."""
+TOMBSTONES = "tombstones"
+"""The state table of the keys of counted records whose kept copy expired."""
 LEGACY_POINTER = "snapshot.json"
 """The single pointer lakes had before snapshots were numbered: read as snapshot 0."""
-KEEP_SNAPSHOTS = 20
-"""How many of the newest snapshot files a commit keeps (older ones are deleted)."""
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 
@@ -127,7 +132,7 @@ def fsync_folder(folder: str) -> None:
 
 @dataclass
 class Snapshot:
-    """The live files of a lake: one per partition of each table, one per state table."""
+    """The current files of a lake: one per partition of each table, one per state table."""
 
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     """table -> partition date (ISO) -> file path under the root"""
@@ -165,7 +170,7 @@ class Snapshot:
 class Lake:
     """A lake at a root URL, through fsspec.
 
-    Reads see the live snapshot, or the run's own snapshot after `begin`; writes need `begin`
+    Reads see the current snapshot, or the run's own snapshot after `begin`; writes need `begin`
     and become visible to others only at `commit`.
     """
 
@@ -179,7 +184,7 @@ class Lake:
         self.pinned: Snapshot | None = None
 
     def pin(self) -> Lake:
-        """Read the live snapshot once and answer every later read from it (a reader's
+        """Read the current snapshot once and answer every later read from it (a reader's
         question sees one run, however many files it reads)."""
         self.pinned = self.current()
         return self
@@ -266,22 +271,22 @@ class Lake:
         (a copy of it, so readers see no change) so that no run that began earlier can commit
         any more; refuse a lake whose stored events were fingerprinted by another version."""
         while True:
-            live = self.current()
-            stored = live.tables.get(EVENTS) or live.tables.get(DUPLICATES)
-            if stored and live.fingerprint != FINGERPRINT:
-                made = f"as {live.fingerprint}" if live.fingerprint else "by an older Track"
+            current = self.current()
+            stored = current.tables.get(EVENTS) or current.tables.get(DUPLICATES)
+            if stored and current.fingerprint != FINGERPRINT:
+                made = f"as {current.fingerprint}" if current.fingerprint else "by an older Track"
                 raise LakeFormatError(
                     f"{self.url} holds events fingerprinted {made}, not as {FINGERPRINT}: new"
                     " copies of them would not be recognised. Rebuild it from raw/: delete"
                     " everything but raw/ and run again."
                 )
             claim = Snapshot(
-                {t: dict(p) for t, p in live.tables.items()},
-                dict(live.state),
-                live.window_start,
+                {t: dict(p) for t, p in current.tables.items()},
+                dict(current.state),
+                current.window_start,
                 FINGERPRINT,
-                live.committed_at,
-                live.number + 1,
+                current.committed_at,
+                current.number + 1,
             )
             if self._create_snapshot(claim):
                 self.run = claim
@@ -294,15 +299,15 @@ class Lake:
         last changed. Raises LakeFencedError, having changed nothing, if another run has claimed
         the lake since this one began."""
         run = self._run()
-        live = self.current()
-        if live.number != run.number:
-            raise self._fenced(live.number)
-        changed = (live.tables, live.state, live.window_start) != (
+        current = self.current()
+        if current.number != run.number:
+            raise self._fenced(current.number)
+        changed = (current.tables, current.state, current.window_start) != (
             run.tables,
             run.state,
             run.window_start,
         )
-        if changed or not live.committed_at:
+        if changed or not current.committed_at:
             now = datetime.now(UTC).isoformat(timespec="milliseconds")
             made = replace(run, committed_at=now.replace("+00:00", "Z"), number=run.number + 1)
             if not self._create_snapshot(made):
@@ -349,14 +354,14 @@ class Lake:
     def _forget_snapshots(self, current: int) -> None:
         """Delete all but the newest snapshot files, and the legacy pointer."""
         for number in self._snapshot_numbers():
-            if number <= current - KEEP_SNAPSHOTS:
+            if number <= current - settings.KEEP_SNAPSHOTS:
                 self._delete_file(f"{SNAPSHOTS}/{number:012d}.json")
         if current > 0 and self.fs.exists(self.path(STATE, LEGACY_POINTER)):
             self.fs.rm_file(self.path(STATE, LEGACY_POINTER))
 
     def delete_orphans(self) -> int:
-        """Delete data files no live snapshot names (left by a run that was killed); the count."""
-        live = self.current().referenced()
+        """Delete the data files the current snapshot does not name (a killed run's); the count."""
+        current = self.current().referenced()
         self.fs.invalidate_cache()
         orphans = 0
         for folder in (*TABLES, STATE):
@@ -365,7 +370,7 @@ class Lake:
                 continue
             for full in self.fs.find(root):
                 name = full[len(self.base) + 1 :]
-                if name.endswith(".parquet") and name not in live and not _kept(name):
+                if name.endswith(".parquet") and name not in current and not _kept(name):
                     self._delete_file(name)
                     orphans += 1
         return orphans
@@ -448,7 +453,7 @@ class Lake:
         self, files: dict[str, str], key: str, file: str | None, rows: pl.DataFrame
     ) -> None:
         # The commit protocol's one rule: write a new file, never overwrite; the old one is
-        # deleted only once the snapshot that no longer names it is live.
+        # deleted only once the snapshot that no longer names it is current.
         old = files.pop(key, None)
         if old is not None:
             self._run().replaced.append(old)

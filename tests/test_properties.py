@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, Verbosity, given, settings
 from hypothesis import strategies as st
 
-import track.lake.merge
+import track.settings
 from tests.lakes import SPEC_REPORT_KEYS, drop
 from tests.reference import Reference, _canon
 from track import reader
@@ -259,8 +259,8 @@ REPORT_KEYS = [k for k in SPEC_REPORT_KEYS if k != "partitions_deleted"]
 def test_pipeline_agrees_with_the_reference_model(steps, match_everyone):
     # Sessions are matched again for the users whose plays or stops changed, or for everyone
     # beyond MATCH_USERS_AT_MOST users: both ways must give the model's answers.
-    limit = 0 if match_everyone else track.lake.merge.MATCH_USERS_AT_MOST
-    with mock.patch.object(track.lake.merge, "MATCH_USERS_AT_MOST", limit):
+    limit = 0 if match_everyone else track.settings.MATCH_USERS_AT_MOST
+    with mock.patch.object(track.settings, "MATCH_USERS_AT_MOST", limit):
         _agrees_with_the_model(steps)
 
 

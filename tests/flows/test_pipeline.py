@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import gzip
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import fsspec
 import polars as pl
 import pytest
 
-import track.lake.ingest
+import track.lake.raw
+import track.settings
 from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
 from track import reader
 from track.errors import LakeFormatError
@@ -261,12 +262,12 @@ def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_ur
 
 @pytest.fixture(params=["whole", "streamed"])
 def file_reads(request, monkeypatch) -> str:
-    """Raw files read whole, or (as files above WHOLE_FILE_BYTES are) a block at a time: here
+    """Raw files read whole, or (as files above RAW_WHOLE_BYTES are) a block at a time: here
     reads of 24 bytes and chunks of 64, so lines, gzip streams and characters straddle them."""
     if request.param == "streamed":
-        monkeypatch.setattr(track.lake.ingest, "WHOLE_FILE_BYTES", 0)
-        monkeypatch.setattr(track.lake.ingest, "CHUNK_BYTES", 64)
-        monkeypatch.setattr(track.lake.ingest, "READ_BYTES", 24)
+        monkeypatch.setattr(track.settings, "RAW_WHOLE_BYTES", 0)
+        monkeypatch.setattr(track.settings, "PARSE_CHUNK_BYTES", 64)
+        monkeypatch.setattr(track.settings, "RAW_BLOCK_BYTES", 24)
     return request.param
 
 
@@ -290,29 +291,28 @@ def test_unreadable_files_are_quarantined_whole_and_the_run_goes_on(lake_url, fi
 def test_a_large_file_rewritten_between_its_two_reads_is_hashed_and_parsed_as_one(
     lake_url, monkeypatch
 ):
-    # Above WHOLE_FILE_BYTES a file is read twice: hash and check, then parse. A producer
+    # Above RAW_WHOLE_BYTES a file is read twice: hash and check, then parse. A producer
     # rewrites it in between: the manifest's hash must still be of the bytes parsed.
     import hashlib
 
-    from track.lake.merge import MANIFEST
-    from track.lake.store import Lake
+    from track.lake.store import MANIFEST, Lake
     from track.schemas.tables import Manifest
 
-    monkeypatch.setattr(track.lake.ingest, "WHOLE_FILE_BYTES", 0)
+    monkeypatch.setattr(track.settings, "RAW_WHOLE_BYTES", 0)
     old = ndjson(ev("play", "u", day(1)))
     new = ndjson(ev("stop", "u", day(1, 13)), ev("pause", "v", day(1, 14)))
     drop(lake_url, f"date={d(1)}/a.ndjson", old)
-    real = track.lake.ingest.check_large_file
+    real = track.lake.raw.check_large_file
     rewrites = []
 
-    def then_rewrite(name, open_file):
-        found = real(name, open_file)
+    def then_rewrite(name, rewound):
+        found = real(name, rewound)
         if not rewrites:
             rewrites.append(name)
             drop(lake_url, f"date={d(1)}/a.ndjson", new)  # in place, as a careless producer
         return found
 
-    monkeypatch.setattr(track.lake.ingest, "check_large_file", then_rewrite)
+    monkeypatch.setattr(track.lake.raw, "check_large_file", then_rewrite)
 
     def stored() -> tuple:
         (sha,) = Lake(lake_url).read_state(MANIFEST, Manifest)["sha256"]
@@ -327,36 +327,6 @@ def test_a_large_file_rewritten_between_its_two_reads_is_hashed_and_parsed_as_on
     assert stored() in (was, now)
     run(lake_url)
     assert stored() == now
-
-
-def test_tables_are_delta_tables_for_notebooks(tmp_path):
-    lake = str(tmp_path / "lake")
-    drop(
-        lake,
-        f"date={d(1)}/a.ndjson",
-        ndjson(
-            ev("play", "u", day(1), path="C:\\tmp", q='"quoted"', text="naïve"),
-            ev("stop", "u", day(1, 13)),
-            "nope",
-        ),
-    )
-    run(lake)
-    events = pl.scan_delta(str(tmp_path / "lake" / "events")).collect()
-    assert events.schema["date"] == pl.Date
-    assert events.height == 2
-    meta = events.filter(pl.col("event") == "play")["metadata"][0]
-    assert json.loads(meta) == {"path": "C:\\tmp", "q": '"quoted"', "text": "naïve"}
-    quarantine = pl.scan_delta(str(tmp_path / "lake" / "quarantine")).collect()
-    assert quarantine.select("line", "raw", "reason").rows() == [(3, "nope", "invalid_json")]
-    counts = pl.scan_delta(str(tmp_path / "lake" / "counts")).collect()
-    assert counts.select("date", "event", "count").sort("event").rows() == [
-        (date.fromisoformat(d(1)), "play", 1),
-        (date.fromisoformat(d(1)), "stop", 1),
-    ]
-    sessions = pl.scan_delta(str(tmp_path / "lake" / "sessions")).collect()
-    assert sessions["duration_ms"].to_list() == [3_600_000]
-    nothing = pl.scan_delta(str(tmp_path / "lake" / "duplicates")).collect()
-    assert (nothing.height, nothing.columns) == (0, events.columns)
 
 
 def test_the_report_is_stored_in_the_lake_and_published_as_an_artifact(lake_url):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
+from tests.runs import finish, track_run
 from track.cli import main
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -119,3 +121,16 @@ def test_bad_now_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         main(["run", "--now", "tomorrow"])
     assert "--now must be an ISO 8601 date-time" in capsys.readouterr().err
+
+
+def test_track_run_stops_the_temporary_server_it_started(tmp_path):
+    # No Prefect server configured: `track run` starts Prefect's temporary one itself, in its
+    # own process group here; once the run has exited, nothing of that group may be left.
+    started = track_run(str(tmp_path / "lake"), tmp_path)
+    process = started[0]
+    assert process.wait(timeout=300) == 0
+    try:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
+    finally:
+        finish(started)
