@@ -51,11 +51,11 @@ REASONS = (
 # Field ranges are in the pattern; whether the day exists in its month is checked by parsing.
 # Second 60 (a leap second) has no instant in UTC milliseconds and is refused.
 RFC3339 = (
-    r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt ]"
-    r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])(?:\.([0-9]+))?"
-    r"(Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
+    r"^(?P<year>[0-9]{4})-(?P<month>0[1-9]|1[0-2])-(?P<day>0[1-9]|[12][0-9]|3[01])[Tt ]"
+    r"(?P<hour>[01][0-9]|2[0-3]):(?P<minute>[0-5][0-9]):(?P<second>[0-5][0-9])"
+    r"(?:\.(?P<fraction>[0-9]+))?(?P<offset>Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
-"""A timestamp (and the API's `_received_at`) as SPEC section 2 allows it."""
+"""A timestamp (and the API's `_received_at`) as SPEC section 2 allows it, its parts named."""
 
 RAW_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 """Names a producer may drop under raw/date=YYYY-MM-DD/."""

@@ -201,7 +201,7 @@ def record_problem(record: Mapping[str, Any]) -> tuple[str, str] | None:
         match = _TIMESTAMP.fullmatch(timestamp)
         if match is None:
             return INVALID_TIMESTAMP, TIMESTAMP_MESSAGE.format(got=timestamp[:QUOTED_CHARS])
-        if not _real_day(*(int(match.group(i)) for i in (1, 2, 3))):
+        if not _real_day(*(int(match.group(part)) for part in ("year", "month", "day"))):
             return INVALID_TIMESTAMP, UNREAL_DATE_MESSAGE.format(got=timestamp[:QUOTED_CHARS])
     metadata = record.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):

@@ -77,6 +77,24 @@ _RECEIVED_AT_FIELD = f'"{RECEIVED_AT_KEY}":'
 of that name comes after)."""
 _PAIR_TOKEN = r'"[^"]*": ?(?:"[^"]*"|[^,}]+)'
 """A pair of a metadata object in the plain shape, as sent."""
+_QUOTED_FIELDS = [
+    "open",
+    "event_key",
+    "event_colon",
+    "event",
+    "event_comma",
+    "user_id_key",
+    "user_id_colon",
+    "user_id",
+    "user_id_comma",
+    "third_key",
+    "third_colon",
+    "third_value",
+    "rest",
+]
+"""A line in the plain shape, split on its quotes (no string in it holds one): the pieces
+before, between and after them. The third field is `timestamp`, `_received_at` or `metadata`,
+whichever comes first; `rest` is all after its value."""
 
 
 def nesting_depth(value: Any) -> int:
@@ -243,7 +261,8 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     `_PAIR_TOKEN`, and a pair's separator is the colon after its key's closing quote (a key or
     a string may hold `, ` or `": ` too, so spaces are never replaced across the whole text).
     """
-    fields = pl.col("raw").str.splitn('"', 13)  # the 13th holds the rest
+    fields = pl.col("raw").str.splitn('"', len(_QUOTED_FIELDS))
+    fields = fields.struct.rename_fields(_QUOTED_FIELDS)
     has_metadata = pl.col("raw").str.contains('"metadata":', literal=True)
     raw = pl.col("raw")
     at_metadata = raw.str.find('"metadata":', literal=True)
@@ -261,10 +280,10 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
             metadata=pl.when(pl.col("pairs").list.len() == 0)
             .then(pl.lit("{}"))
             .otherwise('{"' + pl.col("pairs").list.join(',"') + "}"),
-            event=pl.col("fields").struct[3],
-            user_id=pl.col("fields").struct[7],
-            timestamp=pl.when(pl.col("fields").struct[9] == "timestamp").then(
-                pl.col("fields").struct[11]
+            event=pl.col("fields").struct.field("event"),
+            user_id=pl.col("fields").struct.field("user_id"),
+            timestamp=pl.when(pl.col("fields").struct.field("third_key") == "timestamp").then(
+                pl.col("fields").struct.field("third_value")
             ),
         )
     ).with_columns(
@@ -272,7 +291,8 @@ def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
         pairs=pl.col("pairs").list.eval(pl.element().str.strip_suffix(".0"))
     )
     # A key given twice: orjson keeps the last value; let it decide.
-    keys = pl.col("pairs").list.eval(pl.element().str.split_exact('"', 1).struct[0])
+    key = pl.element().str.split_exact('"', 1).struct.field("field_0")  # before its closing quote
+    keys = pl.col("pairs").list.eval(key)
     parsed = parsed.filter(
         pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
     )

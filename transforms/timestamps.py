@@ -10,23 +10,23 @@ from track.schemas.tables import UTC_MS
 
 def parse_rfc3339(text: pl.Expr) -> pl.Expr:
     """The UTC instant a timestamp string names, cut to milliseconds; null if it is not one."""
-    parts = text.str.extract_groups(RFC3339)
+    part = text.str.extract_groups(RFC3339).struct.field
     wall = pl.concat_str(
-        parts.struct["1"],
+        part("year"),
         pl.lit("-"),
-        parts.struct["2"],
+        part("month"),
         pl.lit("-"),
-        parts.struct["3"],
+        part("day"),
         pl.lit("T"),
-        parts.struct["4"],
+        part("hour"),
         pl.lit(":"),
-        parts.struct["5"],
+        part("minute"),
         pl.lit(":"),
-        parts.struct["6"],
+        part("second"),
     ).str.strptime(pl.Datetime(UTC_MS.time_unit), "%Y-%m-%dT%H:%M:%S", strict=False)
     # Finer digits are cut, not rounded: keep the first three, padded.
-    millis = parts.struct["7"].fill_null("").str.slice(0, 3).str.pad_end(3, "0").cast(pl.Int64)
-    offset = parts.struct["8"].fill_null("Z")
+    millis = part("fraction").fill_null("").str.slice(0, 3).str.pad_end(3, "0").cast(pl.Int64)
+    offset = part("offset").fill_null("Z")
     sign = pl.when(offset.str.starts_with("-")).then(-1).otherwise(1)
     offset_minutes = (
         pl.when(offset == "Z")
@@ -53,7 +53,8 @@ def with_line_received_at(lines: pl.LazyFrame) -> pl.LazyFrame:
     3339 date-time with an offset, less than RECEIVED_AT_SLACK_MS after its file's
     `received_at`; else its file's. Drops `received_at_text`."""
     text = pl.col("received_at_text")
-    own = pl.when(text.str.extract(RFC3339, 8).is_not_null()).then(parse_rfc3339(text))
+    offset = text.str.extract_groups(RFC3339).struct.field("offset")
+    own = pl.when(offset.is_not_null()).then(parse_rfc3339(text))
     files = pl.col("received_at")
     before_file = own < files + pl.duration(milliseconds=RECEIVED_AT_SLACK_MS)
     return lines.with_columns(
