@@ -7,7 +7,6 @@ import gzip
 import json
 import os
 import re
-import tempfile
 from datetime import UTC, date, datetime, timedelta
 from unittest import mock
 
@@ -256,17 +255,16 @@ REPORT_KEYS = [k for k in SPEC_REPORT_KEYS if k != "partitions_deleted"]
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(scenarios(), st.booleans())
-def test_pipeline_agrees_with_the_reference_model(steps, match_everyone):
+def test_pipeline_agrees_with_the_reference_model(tmp_path_factory, steps, match_everyone):
     # Sessions are matched again for the users whose plays or stops changed, or for everyone
     # beyond MATCH_USERS_AT_MOST users: both ways must give the model's answers.
     limit = 0 if match_everyone else track.settings.MATCH_USERS_AT_MOST
     with mock.patch.object(track.settings, "MATCH_USERS_AT_MOST", limit):
-        _agrees_with_the_model(steps)
+        _agrees_with_the_model(steps, str(tmp_path_factory.mktemp("example") / "lake"))
 
 
-def _agrees_with_the_model(steps) -> None:
+def _agrees_with_the_model(steps, lake: str) -> None:
     model = Reference()
-    lake = tempfile.mkdtemp(prefix="track-prop-") + "/lake"
     present: dict[str, tuple[bytes, datetime]] = {}
     try:
         for number, (day, drops) in enumerate(steps):

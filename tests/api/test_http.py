@@ -307,7 +307,7 @@ def test_the_docs_page_renders_in_a_browser_with_nothing_fetched(tmp_path, api_f
     from tests.browser import render
 
     api = api_factory(str(tmp_path / "lake"))
-    shown = render(f"{api.url}/docs", str(tmp_path / "docs.png"))
+    shown = render(f"{api.url}/docs", tmp_path)
     assert shown.console == []
     assert shown.screenshot.startswith(b"\x89PNG") and len(shown.screenshot) > 50_000
     for path in ("/track", "/batch", "/metrics", "/sessions"):

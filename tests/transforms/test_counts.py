@@ -6,6 +6,7 @@ from datetime import date
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from track.transforms.counts import counts_by_period, daily_counts, period_start
 
@@ -34,11 +35,15 @@ def test_daily_counts_per_date_event_and_user():
             "user_id": ["a", "a", "b", "a"],
         }
     )
-    assert daily_counts(events).collect().rows() == [
-        (date(2025, 1, 1), "play", "a", 2),
-        (date(2025, 1, 1), "stop", "b", 1),
-        (date(2025, 1, 2), "play", "a", 1),
-    ]
+    expected = pl.DataFrame(
+        {
+            "date": [date(2025, 1, 1), date(2025, 1, 1), date(2025, 1, 2)],
+            "event": ["play", "stop", "play"],
+            "user_id": ["a", "b", "a"],
+            "count": [2, 1, 1],
+        }
+    )
+    assert_frame_equal(daily_counts(events).collect(), expected)
 
 
 DAILY = pl.LazyFrame(
@@ -54,18 +59,17 @@ DAILY = pl.LazyFrame(
 def test_range_cuts_periods_to_the_days_inside():
     weeks = counts_by_period(DAILY, start=date(2025, 2, 1), end=date(2025, 2, 2), group_by="week")
     # 2025-02-01 and 02 are in the week of Monday 2025-01-27; 01-31 is outside the range.
-    assert weeks.collect().rows() == [
-        (date(2025, 1, 27), "play", 2),
-        (date(2025, 1, 27), "stop", 4),
-    ]
+    expected = {"period": [date(2025, 1, 27)] * 2, "event": ["play", "stop"], "count": [2, 4]}
+    assert_frame_equal(weeks.collect(), pl.DataFrame(expected))
 
 
 def test_months_and_user_filter():
     months = counts_by_period(
         DAILY, start=date(2025, 1, 1), end=date(2025, 2, 28), group_by="month", user_id="a"
     )
-    assert months.collect().rows() == [
-        (date(2025, 1, 1), "play", 1),
-        (date(2025, 2, 1), "play", 8),
-        (date(2025, 2, 1), "stop", 4),
-    ]
+    expected = {
+        "period": [date(2025, 1, 1), date(2025, 2, 1), date(2025, 2, 1)],
+        "event": ["play", "play", "stop"],
+        "count": [1, 8, 4],
+    }
+    assert_frame_equal(months.collect(), pl.DataFrame(expected))
