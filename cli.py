@@ -11,15 +11,16 @@ import tempfile
 from datetime import UTC, datetime
 from typing import Any
 
+from track.errors import SettingsError
 from track.flows.server import TemporaryServer
 from track.settings import (
     DEFAULT_CRON,
     LOCK_WAIT,
     SPOOL_LIMIT,
     SPOOL_MAX_AGE,
+    Settings,
     prefect_api_url,
     prefect_home,
-    resolve_lake,
     spool_folder,
 )
 
@@ -192,9 +193,18 @@ def _api(args: argparse.Namespace, lake: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `track` command; the process exit code."""
+    """Entry point of the `track` command; the process exit code (2 for a bad setting)."""
     args = _parser().parse_args(argv)
-    lake = resolve_lake(args.lake)
+    try:
+        return _command(args)
+    except SettingsError as exc:
+        print(f"track: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(args: argparse.Namespace) -> int:
+    config = Settings.from_env()  # a setting Track cannot use stops every command at once
+    lake = args.lake or config.lake
     if args.command in ("metrics", "sessions"):
         from track import reader
 

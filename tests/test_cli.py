@@ -134,3 +134,11 @@ def test_track_run_stops_the_temporary_server_it_started(tmp_path):
             os.killpg(process.pid, 0)
     finally:
         finish(started)
+
+
+def test_a_setting_track_cannot_use_is_named_and_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRACK_RETENTION_DAYS", "a month")
+    query = ["metrics", "--lake", str(tmp_path), "--start-date", "2025-03-01"]
+    assert main([*query, "--end-date", "2025-03-01"]) == 2
+    err = capsys.readouterr().err
+    assert err == "track: TRACK_RETENTION_DAYS must be a whole number, got 'a month'\n"
