@@ -374,16 +374,9 @@ class Staged:
     @classmethod
     def of(cls, lake: Lake, run_id: str, results: list[BatchResult]) -> Staged:
         """What the ingest tasks of a run staged."""
-
-        def named(names: list[str], result: BatchResult) -> list[tuple[str, frozenset[str]]]:
-            return [(name, frozenset(result.read_again)) for name in names]
-
-        return cls(
-            lake,
-            staging_folder(run_id),
-            [item for r in results for item in named(r.events, r)],
-            [item for r in results for item in named(r.quarantine, r)],
-        )
+        events = [(name, frozenset(r.read_again)) for r in results for name in r.events]
+        rejected = [(name, frozenset(r.read_again)) for r in results for name in r.quarantine]
+        return cls(lake, staging_folder(run_id), events, rejected)
 
     def dates(self) -> set[date]:
         """The event dates of the staged rows."""

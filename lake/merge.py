@@ -95,15 +95,14 @@ def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start:
     workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
     users = _rewrite_dates(lake, staged, dates, sources, changes, workers=workers)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
+    few = len(users) <= settings.MATCH_USERS_AT_MOST
     return Merged(
         accepted=len(new) - len(lost),
         duplicates=len(lost),
         clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
         truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
         changed_dates=dates,
-        session_users=users.sort().to_list()
-        if len(users) <= settings.MATCH_USERS_AT_MOST
-        else None,
+        session_users=users.sort().to_list() if few else None,
         dates_of_sources=new.group_by("source")  # by category: a path is cast once, not a row
         .agg(dates=pl.col("date").unique().sort())
         .select(path=pl.col("source").cast(pl.String), dates="dates"),
