@@ -193,12 +193,20 @@ def _decide(
         )
     else:
         copies = copies.with_columns(gone=False)
-    several = pl.struct(RECORD_KEY).is_duplicated()
+    several = _record_mix().is_duplicated()  # may over-select: deduplicate compares whole keys
     candidates = copies.filter(several | pl.col("gone") | ~pl.col("was_kept")).drop("gone")
     if affected is not None:
         candidates = candidates.join(affected, on=RECORD_KEY, how="semi")
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
+
+
+def _record_mix() -> pl.Expr:
+    """A 64-bit number equal for all copies of a record (its fingerprint XOR its instant), to
+    find records with several copies: 8 bytes a copy, where `pl.struct(RECORD_KEY)
+    .is_duplicated()` peaked 250 to 400 MB higher on a 4M-event run. Two records may share a
+    mix; that only makes both candidates."""
+    return pl.col("fingerprint") ^ pl.col("sent_at").dt.epoch("ms")
 
 
 def _rewrite_dates(
