@@ -243,8 +243,12 @@ class Spool:
         os.makedirs(folder, exist_ok=True)
         name = new_name(datetime.now(UTC))
         path = os.path.join(folder, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        # Locked before it has its name: a file under its name that nobody holds is an earlier
+        # process's to any mover, this process's own included, which would take a new one.
+        aside = os.path.join(folder, f".new-{uuid.uuid4().hex}")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(aside, path)  # the name is new: nothing is replaced
         fsync_folder(folder)  # the name survives a power cut too
         spool_file = SpoolFile(day, name, path, fd)
         self._open[day] = spool_file
