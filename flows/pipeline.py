@@ -71,10 +71,9 @@ def storage_task(fn: Callable[P, R]) -> Task[P, R]:
     )(fn)
 
 
-def retried(step: Task[P, R], config: Settings) -> Task[P, R]:
-    """A storage task with the retries of this run's settings (read when the run starts)."""
-    delays = list(config.retry_delays)
-    return step.with_options(retries=len(delays), retry_delay_seconds=delays)
+def retried(step: Task[P, R], delays: tuple[float, ...]) -> Task[P, R]:
+    """A storage task with the retries of this run's settings (read once, when it starts)."""
+    return step.with_options(retries=len(delays), retry_delay_seconds=list(delays))
 
 
 @storage_task
@@ -169,19 +168,27 @@ def dask_runner(dask_address: str) -> TaskRunner[Any]:
 
 
 def _ingest_all(
-    lake_url: str, groups: list[list[FilePlan]], window_start: date, run_id: str
+    lake_url: str,
+    groups: list[list[FilePlan]],
+    window_start: date,
+    run_id: str,
+    retry_delays: tuple[float, ...],
 ) -> list[BatchResult]:
-    step = retried(ingest_batch, Settings.from_env())
+    step = retried(ingest_batch, retry_delays)
     futures = [step.submit(lake_url, group, window_start, run_id) for group in groups]
     return [f.result() for f in futures]
 
 
 @flow(name="ingest")
 def ingest(
-    lake_url: str, groups: list[list[FilePlan]], window_start: date, run_id: str
+    lake_url: str,
+    groups: list[list[FilePlan]],
+    window_start: date,
+    run_id: str,
+    retry_delays: tuple[float, ...],
 ) -> list[BatchResult]:
     """Ingest batches of raw files in parallel on the flow's task runner (a Dask cluster)."""
-    return _ingest_all(lake_url, groups, window_start, run_id)
+    return _ingest_all(lake_url, groups, window_start, run_id, retry_delays)
 
 
 def ingest_batches(
@@ -189,6 +196,7 @@ def ingest_batches(
     plans: list[FilePlan],
     window_start: date,
     run_id: str,
+    config: Settings,
     dask_address: str | None,
 ) -> list[BatchResult]:
     """Ingest on the pipeline's threads, or in a subflow on Dask (a subflow costs about 2 s)."""
@@ -196,9 +204,9 @@ def ingest_batches(
     if not groups:
         return []
     if not dask_address:
-        return _ingest_all(lake_url, groups, window_start, run_id)
+        return _ingest_all(lake_url, groups, window_start, run_id, config.retry_delays)
     on_dask = ingest.with_options(task_runner=dask_runner(dask_address))
-    return on_dask(lake_url, groups, window_start, run_id)
+    return on_dask(lake_url, groups, window_start, run_id, config.retry_delays)
 
 
 THREADS: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.INGEST_WORKERS)
@@ -246,23 +254,23 @@ def _locked_run(
 ) -> RunReport:
     """The run itself, under the lake's lock: the steps of README's "What a run does"."""
     store.begin()  # claims the lake's next snapshot: an earlier, stalled run can't commit now
-    retried(recover, config)(store)
+    retried(recover, config.retry_delays)(store)
     window_start = window_start_for(store, now, days)
-    files, ignored = retried(list_raw, config)(store.url)
+    files, ignored = retried(list_raw, config.retry_delays)(store.url)
     plans = ingesting.plan_files(store, files)
-    results = ingest_batches(store.url, plans, window_start, run_id, dask)
+    results = ingest_batches(store.url, plans, window_start, run_id, config, dask)
     again = ingesting.same_bytes_again(plans, results)
     if again:
         for result in results:
             result.read_again = {p.raw.path for p in again}
-        results += ingest_batches(store.url, again, window_start, run_id, dask)
+        results += ingest_batches(store.url, again, window_start, run_id, config, dask)
     crash_point("ingested")
-    deleted = retried(drop_expired_events, config)(store, window_start)
-    merged = retried(merge, config)(store, results, window_start, run_id)
+    deleted = retried(drop_expired_events, config.retry_delays)(store, window_start)
+    merged = retried(merge, config.retry_delays)(store, results, window_start, run_id)
     crash_point("merged")
-    sessions = retried(rollups, config)(store, merged, window_start)
+    sessions = retried(rollups, config.retry_delays)(store, merged, window_start)
     crash_point("rolled-up")
-    deleted += retried(commit, config)(store, window_start, run_id)
+    deleted += retried(commit, config.retry_delays)(store, window_start, run_id)
     return run_report(
         run_id,
         now,
