@@ -1,4 +1,4 @@
-"""The `track` command (SPEC section 10): run, metrics, sessions, serve, api."""
+"""The `track` command (SPEC section 10): run, metrics, sessions, users, report, serve, api."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def _instant(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+QUESTIONS = {"metrics": "user_id", "sessions": "user_id", "users": "event"}
+"""The reader's questions (reader.QUESTIONS, not imported before it is needed: Polars takes a
+third of a second), each with the name of its filter."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="track", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,13 +60,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the ingest tasks on a Dask cluster (tcp://host:8786, or `local` for one here)",
     )
-    for name in ("metrics", "sessions"):
+    for name, filter_name in QUESTIONS.items():
         query = commands.add_parser(name, help=f"print the {name} answer as JSON")
         query.add_argument("--lake")
         query.add_argument("--start-date", default=None)
         query.add_argument("--end-date", default=None)
         query.add_argument("--group-by", default="day")
-        query.add_argument("--user-id", default=None)
+        query.add_argument("--week-start", default="monday", help="monday (ISO) or sunday")
+        query.add_argument(f"--{filter_name.replace('_', '-')}", default=None)
     serve = commands.add_parser("serve", help="serve the pipeline deployment on a schedule")
     serve.add_argument("--lake")
     serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default {DEFAULT_CRON!r})")
@@ -205,12 +211,10 @@ def main(argv: list[str] | None = None) -> int:
 def _command(args: argparse.Namespace) -> int:
     config = Settings.from_env()  # a setting Track cannot use stops every command at once
     lake = args.lake or config.lake
-    if args.command in ("metrics", "sessions"):
+    if args.command in QUESTIONS:
         from track import reader
 
-        answer = getattr(reader, args.command)(
-            args.start_date, args.end_date, args.group_by, args.user_id, lake=lake
-        )
+        answer, _ = reader.answer(args.command, vars(args), lake=lake)
         print(json.dumps(answer))
         return 0 if answer["status"] == "success" else 1
     if args.command == "api":

@@ -1,6 +1,7 @@
-"""Answers in the JSON shape of the Track analytics API (GET /metrics, GET /sessions).
+"""Answers in the JSON shape of the Track analytics API (GET /metrics, GET /sessions), and
+past it, distinct users per period (GET /users).
 
-Both functions take their arguments as a query string gives them, read only the rollups
+The functions take their arguments as a query string gives them, read only the rollups
 (never raw NDJSON) and never raise: bad input gives `{"status": "error", "message": ...}`.
 
 Every call reads the lake's snapshot pointer, so it answers from the latest run. The rollup
@@ -26,7 +27,14 @@ import polars as pl
 from track.lake.store import COUNTS, SESSIONS, Lake
 from track.schemas.tables import Counts, Sessions, polars_schema
 from track.settings import resolve_lake
-from track.transforms.counts import GROUP_BYS, GroupBy, counts_by_period
+from track.transforms.counts import (
+    GROUP_BYS,
+    WEEK_STARTS,
+    GroupBy,
+    WeekStart,
+    counts_by_period,
+    users_by_period,
+)
 from track.transforms.sessions import sessions_by_period
 
 log = logging.getLogger("track.reader")
@@ -35,8 +43,10 @@ REQUIRED = "start_date and end_date are required"
 BAD_DATE = "Invalid date format. Use YYYY-MM-DD"
 BAD_GROUP_BY = "group_by must be one of: day, week, month"
 BAD_ORDER = "start_date must be on or before end_date"
+BAD_WEEK_START = "week_start must be one of: monday, sunday"
 METRICS_FAILED = "Failed to fetch metrics"
 SESSIONS_FAILED = "Failed to fetch session metrics"
+USERS_FAILED = "Failed to fetch user metrics"
 _MODELS = {COUNTS: Counts, SESSIONS: Sessions}
 _ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 
@@ -47,9 +57,17 @@ def _error(message: str) -> Answer:
     return {"status": "error", "message": message}
 
 
-def _parse_query(
-    start_date: Any, end_date: Any, group_by: Any
-) -> tuple[date, date, GroupBy] | Answer:
+@dataclass(frozen=True)
+class _Query:
+    """A checked query: its days (both included) and how they are grouped."""
+
+    start: date
+    end: date
+    group_by: GroupBy
+    week_start: WeekStart
+
+
+def _parse_query(start_date: Any, end_date: Any, group_by: Any, week_start: Any) -> _Query | Answer:
     """The checked query, or the error answer for the first rule it breaks (SPEC 7)."""
     if not start_date or not end_date:
         return _error(REQUIRED)
@@ -66,12 +84,15 @@ def _parse_query(
         return _error(BAD_GROUP_BY)
     if days[0] > days[1]:
         return _error(BAD_ORDER)
-    return days[0], days[1], cast(GroupBy, group)
+    first = "monday" if week_start is None else week_start
+    if first not in WEEK_STARTS:
+        return _error(BAD_WEEK_START)
+    return _Query(days[0], days[1], cast(GroupBy, group), cast(WeekStart, first))
 
 
-def _user(user_id: Any) -> str | None:
-    # An empty query parameter (`user_id=`) means no filter, as an absent one does.
-    return str(user_id) if user_id not in (None, "") else None
+def _optional(value: Any) -> str | None:
+    # An empty query parameter (`user_id=`, `event=`) means no filter, as an absent one does.
+    return str(value) if value not in (None, "") else None
 
 
 @dataclass(frozen=True)
@@ -83,14 +104,19 @@ class _Prepared:
     by_user: pl.DataFrame
     """Its rows, with `date`, sorted by user_id: a user's are found by binary search."""
 
-    def rows(self, start: date, end: date, user_id: str | None) -> pl.DataFrame:
+    def rows(self, start: date, end: date, user_id: str | None) -> pl.LazyFrame:
+        """The per-date totals of [start, end], or one user's rows."""
         if user_id is None:
             rows = self.totals
         else:
             users = self.by_user["user_id"]
             first = users.search_sorted(user_id, side="left")
             rows = self.by_user.slice(first, users.search_sorted(user_id, side="right") - first)
-        return rows.filter(pl.col("date").is_between(start, end))
+        return rows.lazy().filter(pl.col("date").is_between(start, end))
+
+    def every_user(self, start: date, end: date) -> pl.LazyFrame:
+        """Every user's rows of [start, end] (for distinct users)."""
+        return self.by_user.lazy().filter(pl.col("date").is_between(start, end))
 
 
 def _prepare(table: str, rows: pl.DataFrame) -> _Prepared:
@@ -115,31 +141,36 @@ def _prepared(url: str, table: str, files: tuple[tuple[date, str], ...]) -> _Pre
 AsOf = str | None
 """When the run an answer comes from committed (RFC 3339), None when no run has."""
 
+Ask = Callable[[_Prepared, _Query], pl.LazyFrame]
+"""A question of one rollup table: its rows aggregated per period of a checked query."""
+
 
 def _period_rows(
-    table: str,
-    by_period: Callable[..., pl.LazyFrame],
-    failure: str,
-    args: tuple[Any, Any, Any, Any],
-    lake: str | None,
+    table: str, failure: str, dates: tuple[Any, Any, Any, Any], lake: str | None, ask: Ask
 ) -> tuple[pl.DataFrame | Answer, AsOf]:
-    """A rollup aggregated per period for a checked query, or the error answer; and as of
-    when (the one snapshot all of it was read from)."""
-    start_date, end_date, group_by, user_id = args
-    query = _parse_query(start_date, end_date, group_by)
+    """A question's rows for the query of `dates` (start_date, end_date, group_by,
+    week_start), or the error answer; and as of when (the one snapshot all of it was read
+    from)."""
+    query = _parse_query(*dates)
     if isinstance(query, dict):
         return query, None
-    start, end, group = query
-    user = _user(user_id)
     try:
         store = Lake(resolve_lake(lake)).pin()
         files = tuple(sorted(store.partition_files(table).items()))
-        rows = _prepared(store.url, table, files).rows(start, end, user).lazy()
-        found = by_period(rows, start=start, end=end, group_by=group, user_id=user).collect()
+        found = ask(_prepared(store.url, table, files), query).collect()
     except Exception:
         log.exception("%s query failed", table)
         return _error(failure), None
     return found, store.pinned.committed_at if store.pinned else None
+
+
+def _periods(query: _Query) -> dict[str, Any]:
+    return {
+        "start": query.start,
+        "end": query.end,
+        "group_by": query.group_by,
+        "week_start": query.week_start,
+    }
 
 
 def metrics(
@@ -148,14 +179,23 @@ def metrics(
     group_by: Any = "day",
     user_id: Any = None,
     *,
+    week_start: Any = "monday",
     lake: str | None = None,
 ) -> Answer:
     """Event counts per period: `{"status": "success", "data": [{"date": ..., event: n}]}`."""
-    return _metrics((start_date, end_date, group_by, user_id), lake)[0]
+    return _metrics((start_date, end_date, group_by, week_start), user_id, lake)[0]
 
 
-def _metrics(args: tuple[Any, Any, Any, Any], lake: str | None) -> tuple[Answer, AsOf]:
-    rows, as_of = _period_rows(COUNTS, counts_by_period, METRICS_FAILED, args, lake)
+def _metrics(
+    dates: tuple[Any, Any, Any, Any], user_id: Any, lake: str | None
+) -> tuple[Answer, AsOf]:
+    user = _optional(user_id)
+
+    def ask(table: _Prepared, query: _Query) -> pl.LazyFrame:
+        rows = table.rows(query.start, query.end, user)
+        return counts_by_period(rows, user_id=user, **_periods(query))
+
+    rows, as_of = _period_rows(COUNTS, METRICS_FAILED, dates, lake, ask)
     if isinstance(rows, dict):
         return rows, as_of
     data: list[dict[str, Any]] = []
@@ -172,37 +212,84 @@ def sessions(
     group_by: Any = "day",
     user_id: Any = None,
     *,
+    week_start: Any = "monday",
     lake: str | None = None,
 ) -> Answer:
     """Session totals per period: date, totalDuration, sessionCount, averageDuration."""
-    return _sessions((start_date, end_date, group_by, user_id), lake)[0]
+    return _sessions((start_date, end_date, group_by, week_start), user_id, lake)[0]
 
 
-def _sessions(args: tuple[Any, Any, Any, Any], lake: str | None) -> tuple[Answer, AsOf]:
-    rows, as_of = _period_rows(SESSIONS, sessions_by_period, SESSIONS_FAILED, args, lake)
+def _sessions(
+    dates: tuple[Any, Any, Any, Any], user_id: Any, lake: str | None
+) -> tuple[Answer, AsOf]:
+    user = _optional(user_id)
+
+    def ask(table: _Prepared, query: _Query) -> pl.LazyFrame:
+        rows = table.rows(query.start, query.end, user)
+        return sessions_by_period(rows, user_id=user, **_periods(query))
+
+    rows, as_of = _period_rows(SESSIONS, SESSIONS_FAILED, dates, lake, ask)
+    return _rows_answer(rows), as_of
+
+
+def users(
+    start_date: Any,
+    end_date: Any,
+    group_by: Any = "day",
+    event: Any = None,
+    *,
+    week_start: Any = "monday",
+    lake: str | None = None,
+) -> Answer:
+    """Distinct users per period (DAU, WAU, MAU): `{"status": "success", "data": [{"date":
+    ..., "users": n}]}`, counting the users who sent at least one event (of `event`, when
+    given and not empty) on the period's days inside the range. Exact after the events
+    expire: it reads the counts rollup, which is kept."""
+    return _users((start_date, end_date, group_by, week_start), event, lake)[0]
+
+
+def _users(dates: tuple[Any, Any, Any, Any], event: Any, lake: str | None) -> tuple[Answer, AsOf]:
+    name = _optional(event)
+
+    def ask(table: _Prepared, query: _Query) -> pl.LazyFrame:
+        rows = table.every_user(query.start, query.end)
+        return users_by_period(rows, event=name, **_periods(query))
+
+    rows, as_of = _period_rows(COUNTS, USERS_FAILED, dates, lake, ask)
+    return _rows_answer(rows), as_of
+
+
+def _rows_answer(rows: pl.DataFrame | Answer) -> Answer:
+    """Rows of `period` and whole numbers as the answer's data (or the error answer)."""
     if isinstance(rows, dict):
-        return rows, as_of
+        return rows
     data = [
         {"date": row["period"].isoformat(), **{k: int(v) for k, v in row.items() if k != "period"}}
         for row in rows.iter_rows(named=True)
     ]
-    return {"status": "success", "data": data}, as_of
+    return {"status": "success", "data": data}
 
 
-QUESTIONS = {"metrics": _metrics, "sessions": _sessions}
-"""The questions `answer` takes, by the name of their endpoint."""
-FAILURES = (METRICS_FAILED, SESSIONS_FAILED)
+QUESTIONS = {
+    "metrics": (_metrics, "user_id"),
+    "sessions": (_sessions, "user_id"),
+    "users": (_users, "event"),
+}
+"""The questions `answer` takes, by the name of their endpoint, with the name of their filter."""
+FAILURES = (METRICS_FAILED, SESSIONS_FAILED, USERS_FAILED)
 """The messages of an answer that failed because the store did (not the query)."""
 
 
 def answer(
     question: str, query: Mapping[str, str], *, lake: str | None = None
 ) -> tuple[Answer, AsOf]:
-    """The answer to `metrics` or `sessions` for a query string's parameters (start_date,
-    end_date, group_by, user_id), and when the run it comes from committed."""
-    fields = ("start_date", "end_date", "group_by", "user_id")
-    start_date, end_date, group_by, user_id = (query.get(name) for name in fields)
-    return QUESTIONS[question]((start_date, end_date, group_by, user_id), lake)
+    """The answer to `metrics`, `sessions` or `users` for a query string's parameters
+    (start_date, end_date, group_by, week_start, and user_id or event), and when the run it
+    comes from committed."""
+    ask, filter_name = QUESTIONS[question]
+    fields = ("start_date", "end_date", "group_by", "week_start")
+    start_date, end_date, group_by, week_start = (query.get(name) for name in fields)
+    return ask((start_date, end_date, group_by, week_start), query.get(filter_name), lake)
 
 
-__all__ = ["answer", "metrics", "sessions"]
+__all__ = ["answer", "metrics", "sessions", "users"]

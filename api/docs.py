@@ -26,7 +26,7 @@ _RECORD = {
         "metadata": {"type": ["object", "null"], "description": "truncated past 4096 bytes"},
     },
 }
-_QUERY = [
+_PERIODS = [
     {"name": "start_date", "in": "query", "required": True, "schema": {"type": "string"}},
     {"name": "end_date", "in": "query", "required": True, "schema": {"type": "string"}},
     {
@@ -34,7 +34,22 @@ _QUERY = [
         "in": "query",
         "schema": {"enum": ["day", "week", "month"], "default": "day"},
     },
-    {"name": "user_id", "in": "query", "schema": {"type": "string"}},
+    {
+        "name": "week_start",
+        "in": "query",
+        "description": "monday: ISO weeks; sunday: the original service's weeks",
+        "schema": {"enum": ["monday", "sunday"], "default": "monday"},
+    },
+]
+_QUERY = [*_PERIODS, {"name": "user_id", "in": "query", "schema": {"type": "string"}}]
+_USERS_QUERY = [
+    *_PERIODS,
+    {
+        "name": "event",
+        "in": "query",
+        "description": "count only the users who sent this event",
+        "schema": {"type": "string"},
+    },
 ]
 
 
@@ -114,6 +129,13 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "summary": "Play/stop sessions per day, week or month",
                 "parameters": _QUERY,
+                "responses": _GET_ANSWERS,
+            }
+        },
+        "/users": {
+            "get": {
+                "summary": "Distinct users per day, week or month (DAU, WAU, MAU)",
+                "parameters": _USERS_QUERY,
                 "responses": _GET_ANSWERS,
             }
         },

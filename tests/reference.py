@@ -362,29 +362,47 @@ class Reference:
                     open_play = None
 
     @staticmethod
-    def period(d: date, group_by: str) -> date:
+    def period(d: date, group_by: str, week_start: str = "monday") -> date:
         if group_by == "week":
-            return d - timedelta(days=d.weekday())
+            first = {"monday": 0, "sunday": 6}[week_start]  # date.weekday(): Monday 0
+            return d - timedelta(days=(d.weekday() - first) % 7)
         if group_by == "month":
             return d.replace(day=1)
         return d
 
-    def metrics(self, start: date, end: date, group_by: str, user: str | None) -> list[dict]:
+    def metrics(
+        self, start: date, end: date, group_by: str, user: str | None, week_start: str = "monday"
+    ) -> list[dict]:
         out: dict[date, Counter[str]] = {}
         for d, counter in self.counts.items():
             if start <= d <= end:
                 for (event, u), n in counter.items():
                     if user is None or u == user:
-                        out.setdefault(self.period(d, group_by), Counter())[event] += n
+                        period = self.period(d, group_by, week_start)
+                        out.setdefault(period, Counter())[event] += n
         return [{"date": p.isoformat(), **dict(c)} for p, c in sorted(out.items()) if c]
 
-    def session_metrics(self, start: date, end: date, group_by: str, user: str | None) -> list:
+    def users(
+        self, start: date, end: date, group_by: str, event: str | None, week_start: str = "monday"
+    ) -> list[dict]:
+        """Distinct users with at least one counted event (of `event`) per period (SPEC 7)."""
+        out: dict[date, set[str]] = {}
+        for d, counter in self.counts.items():
+            if start <= d <= end:
+                for (e, u), n in counter.items():
+                    if n and (event is None or e == event):
+                        out.setdefault(self.period(d, group_by, week_start), set()).add(u)
+        return [{"date": p.isoformat(), "users": len(us)} for p, us in sorted(out.items())]
+
+    def session_metrics(
+        self, start: date, end: date, group_by: str, user: str | None, week_start: str = "monday"
+    ) -> list:
         out: dict[date, list[int]] = {}
         for d, rows in self.sessions.items():
             if start <= d <= end:
                 for u, ms in rows:
                     if user is None or u == user:
-                        out.setdefault(self.period(d, group_by), []).append(ms)
+                        out.setdefault(self.period(d, group_by, week_start), []).append(ms)
         answer = []
         for p, durations in sorted(out.items()):
             total, n = sum(durations), len(durations)

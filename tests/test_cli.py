@@ -1,4 +1,4 @@
-"""The `track` command: run, metrics and sessions, with their output and exit codes."""
+"""The `track` command: run, metrics, sessions and users, with their output and exit codes."""
 
 from __future__ import annotations
 
@@ -75,6 +75,23 @@ def test_run_json_then_metrics_and_sessions(tmp_path, capsys):
             {"date": "2025-03-01", "totalDuration": 2, "sessionCount": 1, "averageDuration": 2}
         ],
     }
+    query = ["--lake", lake, "--start-date", "2025-03-01", "--end-date", "2025-03-31"]
+    weekly = ["--group-by", "week", "--week-start", "sunday"]
+    assert main(["users", *query, *weekly, "--event", "play"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "status": "success",
+        "data": [{"date": "2025-02-23", "users": 1}],  # 2025-03-01 is a Saturday
+    }
+    assert main(["metrics", *query, *weekly]) == 0
+    assert json.loads(capsys.readouterr().out)["data"] == [
+        {"date": "2025-02-23", "play": 1, "stop": 1}
+    ]
+
+
+def test_the_commands_ask_every_question_of_the_reader():
+    from track import cli, reader
+
+    assert {name: f for name, (_, f) in reader.QUESTIONS.items()} == cli.QUESTIONS
 
 
 def test_run_prints_a_readable_report(tmp_path, capsys):
@@ -85,7 +102,7 @@ def test_run_prints_a_readable_report(tmp_path, capsys):
     assert (datetime.now(UTC) - timedelta(days=7)).date().isoformat() in out
 
 
-@pytest.mark.parametrize("command", ["metrics", "sessions"])
+@pytest.mark.parametrize("command", ["metrics", "sessions", "users"])
 def test_query_errors_exit_1(command, tmp_path, capsys):
     assert (
         main(

@@ -187,21 +187,33 @@ def scenarios(draw):
     return steps
 
 
+PERIODS = [("day", "monday"), ("week", "monday"), ("week", "sunday"), ("month", "monday")]
+
+
 def _answers(lake_or_model, start: date, end: date):
     out = {}
-    for group in ("day", "week", "month"):
+    s, e = start.isoformat(), end.isoformat()
+    for group, first in PERIODS:
         for user in [None, *USERS]:
             if isinstance(lake_or_model, Reference):
-                out[group, user] = (
-                    lake_or_model.metrics(start, end, group, user),
-                    lake_or_model.session_metrics(start, end, group, user),
+                out[group, first, user] = (
+                    lake_or_model.metrics(start, end, group, user, first),
+                    lake_or_model.session_metrics(start, end, group, user, first),
                 )
             else:
-                s, e = start.isoformat(), end.isoformat()
-                m = reader.metrics(s, e, group, user, lake=lake_or_model)
-                x = reader.sessions(s, e, group, user, lake=lake_or_model)
+                m = reader.metrics(s, e, group, user, week_start=first, lake=lake_or_model)
+                x = reader.sessions(s, e, group, user, week_start=first, lake=lake_or_model)
                 assert m["status"] == x["status"] == "success", (m, x)
-                out[group, user] = (m["data"], x["data"])
+                out[group, first, user] = (m["data"], x["data"])
+        for event in [None, *EVENTS]:
+            if isinstance(lake_or_model, Reference):
+                out[group, first, "users", event] = lake_or_model.users(
+                    start, end, group, event, first
+                )
+            else:
+                u = reader.users(s, e, group, event, week_start=first, lake=lake_or_model)
+                assert u["status"] == "success", u
+                out[group, first, "users", event] = u["data"]
     return out
 
 

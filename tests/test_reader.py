@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
@@ -11,8 +11,10 @@ import pytest
 from track import reader
 from track.lake.store import Lake
 
+QUESTIONS = [reader.metrics, reader.sessions, reader.users]
 
-@pytest.mark.parametrize("query", [reader.metrics, reader.sessions])
+
+@pytest.mark.parametrize("query", QUESTIONS)
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -38,7 +40,24 @@ def test_error_messages(query, args, message, tmp_path):
     assert query(*args, lake=str(tmp_path)) == {"status": "error", "message": message}
 
 
-@pytest.mark.parametrize("query", [reader.metrics, reader.sessions])
+@pytest.mark.parametrize("query", QUESTIONS)
+@pytest.mark.parametrize(
+    ("args", "week_start", "message"),
+    [
+        (("2025-01-01", "2025-01-02"), "Sunday", "week_start must be one of: monday, sunday"),
+        (("2025-01-01", "2025-01-02"), "", "week_start must be one of: monday, sunday"),
+        (("2025-01-01", "2025-01-02", "week"), "iso", "week_start must be one of: monday, sunday"),
+        # ... checked after the other rules.
+        (("2025-01-03", "2025-01-02"), "tuesday", "start_date must be on or before end_date"),
+        (("2025-01-01", "2025-01-02", "hour"), "x", "group_by must be one of: day, week, month"),
+    ],
+)
+def test_week_start_errors(query, args, week_start, message, tmp_path):
+    answer = query(*args, week_start=week_start, lake=str(tmp_path))
+    assert answer == {"status": "error", "message": message}
+
+
+@pytest.mark.parametrize("query", QUESTIONS)
 def test_empty_lake_is_success_with_no_data(query, lake_url):
     assert query("2025-01-01", "2025-01-31", lake=lake_url) == {"status": "success", "data": []}
 
@@ -48,6 +67,7 @@ def test_empty_lake_is_success_with_no_data(query, lake_url):
     [
         (reader.metrics, "counts", "Failed to fetch metrics"),
         (reader.sessions, "sessions", "Failed to fetch session metrics"),
+        (reader.users, "counts", "Failed to fetch user metrics"),
     ],
 )
 def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
@@ -109,3 +129,74 @@ def test_lake_defaults_to_the_environment(tmp_path, monkeypatch):
     lake.commit()
     monkeypatch.setenv("TRACK_LAKE", str(tmp_path))
     assert reader.metrics("2025-01-01", "2025-01-01")["data"] == [{"date": "2025-01-01", "play": 1}]
+
+
+def _counts(lake: Lake, day: date, rows: list[tuple[str, str, int]]) -> None:
+    events, users, counts = zip(*rows, strict=True)
+    frame = pl.DataFrame({"event": events, "user_id": users, "count": counts})
+    lake.write_partition("counts", day, frame)
+
+
+def test_users_are_distinct_per_period_and_event(tmp_path):
+    lake = Lake(str(tmp_path)).begin()
+    # Sat 4, Sun 5, Mon 6 and Sun 12 January 2025.
+    _counts(lake, date(2025, 1, 4), [("play", "a", 3), ("stop", "a", 1), ("play", "b", 1)])
+    _counts(lake, date(2025, 1, 5), [("pause", "a", 2), ("pause", "c", 1)])
+    _counts(lake, date(2025, 1, 6), [("play", "a", 1)])
+    _counts(lake, date(2025, 1, 12), [("stop", "d", 1)])
+    lake.commit()
+    url = str(tmp_path)
+    assert reader.users("2025-01-01", "2025-01-31", lake=url)["data"] == [
+        {"date": "2025-01-04", "users": 2},
+        {"date": "2025-01-05", "users": 2},
+        {"date": "2025-01-06", "users": 1},
+        {"date": "2025-01-12", "users": 1},
+    ]
+    # A user is counted once in a period, however many days and events they sent.
+    assert reader.users("2025-01-01", "2025-01-31", "week", lake=url)["data"] == [
+        {"date": "2024-12-30", "users": 3},
+        {"date": "2025-01-06", "users": 2},
+    ]
+    assert reader.users("2025-01-01", "2025-01-31", "week", week_start="sunday", lake=url)[
+        "data"
+    ] == [
+        {"date": "2024-12-29", "users": 2},
+        {"date": "2025-01-05", "users": 2},
+        {"date": "2025-01-12", "users": 1},
+    ]
+    assert reader.users("2025-01-01", "2025-01-31", "month", "play", lake=url)["data"] == [
+        {"date": "2025-01-01", "users": 2}
+    ]
+    # Only the days inside the range count, and an empty event is no filter.
+    assert reader.users("2025-01-05", "2025-01-06", "month", "", lake=url)["data"] == [
+        {"date": "2025-01-01", "users": 2}
+    ]
+    assert reader.users("2025-01-01", "2025-01-31", event="purchase", lake=url)["data"] == []
+
+
+def test_sunday_weeks_for_metrics_and_sessions(tmp_path):
+    lake = Lake(str(tmp_path)).begin()
+    _counts(lake, date(2025, 1, 4), [("play", "a", 3)])
+    _counts(lake, date(2025, 1, 5), [("play", "a", 2)])
+    sessions = {
+        "user_id": ["a"],
+        "play_at": [datetime(2025, 1, 5, 10, tzinfo=UTC)],
+        "stop_at": [datetime(2025, 1, 5, 10, 1, tzinfo=UTC)],
+        "duration_ms": [60_000],
+    }
+    lake.write_partition("sessions", date(2025, 1, 5), pl.DataFrame(sessions))
+    lake.commit()
+    url = str(tmp_path)
+    assert reader.metrics("2025-01-01", "2025-01-31", "week", lake=url)["data"] == [
+        {"date": "2024-12-30", "play": 5}
+    ]
+    assert reader.metrics("2025-01-01", "2025-01-31", "week", week_start="sunday", lake=url)[
+        "data"
+    ] == [{"date": "2024-12-29", "play": 3}, {"date": "2025-01-05", "play": 2}]
+    # Sunday weeks change nothing but weeks.
+    assert reader.metrics("2025-01-01", "2025-01-31", "month", week_start="sunday", lake=url)[
+        "data"
+    ] == [{"date": "2025-01-01", "play": 5}]
+    assert reader.sessions("2025-01-01", "2025-01-31", "week", week_start="sunday", lake=url)[
+        "data"
+    ] == [{"date": "2025-01-05", "totalDuration": 60, "sessionCount": 1, "averageDuration": 60}]

@@ -6,7 +6,7 @@ from datetime import date
 
 import polars as pl
 
-from track.transforms.counts import GroupBy, period_start
+from track.transforms.counts import GroupBy, WeekStart, period_start
 
 PLAY, STOP = "play", "stop"
 
@@ -51,7 +51,13 @@ def match_sessions(events: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def sessions_by_period(
-    sessions: pl.LazyFrame, *, start: date, end: date, group_by: GroupBy, user_id: str | None = None
+    sessions: pl.LazyFrame,
+    *,
+    start: date,
+    end: date,
+    group_by: GroupBy,
+    user_id: str | None = None,
+    week_start: WeekStart = "monday",
 ) -> pl.LazyFrame:
     """`period`, `totalDuration`, `sessionCount`, `averageDuration` (seconds, half up).
 
@@ -64,7 +70,7 @@ def sessions_by_period(
     grouped = "sessions" in sessions.collect_schema().names()
     total_ms, count = pl.col("total_ms"), pl.col("sessionCount")
     return (
-        days.group_by(period=period_start(pl.col("date"), group_by))
+        days.group_by(period=period_start(pl.col("date"), group_by, week_start))
         .agg(
             total_ms=pl.col("duration_ms").sum(),
             sessionCount=(pl.col("sessions").sum() if grouped else pl.len()).cast(pl.Int64),

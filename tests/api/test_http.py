@@ -220,6 +220,29 @@ def test_get_answers_come_from_the_last_run_and_say_when_it_committed(lake_url, 
     assert sessions.json()["data"] == [
         {"date": "2025-03-01", "totalDuration": 60, "sessionCount": 1, "averageDuration": 60}
     ]
+    # 2025-03-01 is a Saturday: its Sunday week began on 2025-02-23.
+    users = api.get(
+        "/users",
+        start_date="2025-03-01",
+        end_date="2025-03-31",
+        group_by="week",
+        week_start="sunday",
+        event="stop",
+    )
+    assert users.status_code == 200
+    assert users.json() == {"status": "success", "data": [{"date": "2025-02-23", "users": 1}]}
+    assert users.headers["track-as-of"] == committed
+    assert api.get(
+        "/users", start_date="2025-03-01", end_date="2025-03-01", event="pause"
+    ).json() == {
+        "status": "success",
+        "data": [],
+    }
+    sunday = api.get("/sessions", start_date="2025-03-01", end_date="2025-03-01", week_start="x")
+    assert (sunday.status_code, sunday.json()["message"]) == (
+        400,
+        "week_start must be one of: monday, sunday",
+    )
     bad = api.get("/sessions", start_date="2025-03-01", end_date="2025-02-01")
     assert (bad.status_code, bad.json()["message"]) == (
         400,
@@ -282,6 +305,7 @@ def test_the_docs_describe_every_endpoint(tmp_path, api_factory):
         "/batch",
         "/metrics",
         "/sessions",
+        "/users",
         "/health",
         "/ready",
     }
