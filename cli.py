@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from track.errors import SettingsError
@@ -35,6 +35,15 @@ def _instant(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from exc
+
+
+REPORT_FILE = "track-report.html"
+"""Where `track report` writes its page unless told (in the current folder)."""
 QUESTIONS = {"metrics": "user_id", "sessions": "user_id", "users": "event"}
 """The reader's questions (reader.QUESTIONS, not imported before it is needed: Polars takes a
 third of a second), each with the name of its filter."""
@@ -68,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         query.add_argument("--group-by", default="day")
         query.add_argument("--week-start", default="monday", help="monday (ISO) or sunday")
         query.add_argument(f"--{filter_name.replace('_', '-')}", default=None)
+    report = commands.add_parser("report", help="write the lake's charts as one HTML page")
+    report.add_argument("--lake")
+    report.add_argument("--start-date", required=True, type=_day)
+    report.add_argument("--end-date", required=True, type=_day)
+    report.add_argument("--out", default=REPORT_FILE, help=f"the page (default {REPORT_FILE})")
     serve = commands.add_parser("serve", help="serve the pipeline deployment on a schedule")
     serve.add_argument("--lake")
     serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default {DEFAULT_CRON!r})")
@@ -219,6 +233,15 @@ def _command(args: argparse.Namespace) -> int:
         return 0 if answer["status"] == "success" else 1
     if args.command == "api":
         return _api(args, lake)
+    if args.command == "report":
+        from track.report import write_report
+
+        if args.start_date > args.end_date:
+            print("track: --start-date must be on or before --end-date", file=sys.stderr)
+            return 2
+        out = write_report(args.start_date, args.end_date, args.out, lake=lake)
+        print(f"wrote {out}")
+        return 0
     if args.command == "run":
         server = None
         if "prefect" not in sys.modules and _needs_temporary_server():

@@ -18,8 +18,19 @@ BELOW = {
     "lake": {"settings", "transforms", "schemas", "errors"},
     "reader": {"lake", "settings", "transforms", "schemas", "errors"},
     "flows": {"lake", "settings", "transforms", "schemas", "errors"},
+    "report": {"reader", "lake", "settings", "transforms", "schemas", "errors"},
     "api": {"reader", "lake", "settings", "transforms", "schemas", "errors"},
-    "cli": {"flows", "api", "reader", "lake", "settings", "transforms", "schemas", "errors"},
+    "cli": {
+        "flows",
+        "api",
+        "report",
+        "reader",
+        "lake",
+        "settings",
+        "transforms",
+        "schemas",
+        "errors",
+    },
 }
 """What each layer (a folder or a top-level module of the package) may import of Track."""
 
