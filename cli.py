@@ -8,12 +8,15 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
 from track.errors import SettingsError
 from track.flows.server import TemporaryServer
 from track.settings import (
+    ALERT_QUARANTINE,
     DEFAULT_CRON,
     LOCK_WAIT,
     SPOOL_LIMIT,
@@ -33,6 +36,18 @@ def _instant(text: str) -> datetime:
             f"--now must be an ISO 8601 date-time such as 2025-01-18T14:30:00Z, got {text!r}"
         ) from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text.removesuffix("%"))
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(
+            f"expected a percent from 0 to 100 (1 or 1%), got {text!r}"
+        )
+    return value
 
 
 def _day(text: str) -> date:
@@ -69,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run the ingest tasks on a Dask cluster (tcp://host:8786, or `local` for one here)",
     )
+    alert: dict[str, Any] = {
+        "type": _percent,
+        "default": ALERT_QUARANTINE,
+        "metavar": "PERCENT",
+        "help": "emit the alert event when a run quarantines more than this share of its lines"
+        f" (default {ALERT_QUARANTINE:g}%%)",
+    }
+    run.add_argument("--alert-quarantine", **alert)
     for name, filter_name in QUESTIONS.items():
         query = commands.add_parser(name, help=f"print the {name} answer as JSON")
         query.add_argument("--lake")
@@ -85,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the pipeline deployment on a schedule")
     serve.add_argument("--lake")
     serve.add_argument("--cron", default=DEFAULT_CRON, help=f"schedule (default {DEFAULT_CRON!r})")
+    serve.add_argument("--alert-quarantine", **alert)
     api = commands.add_parser("api", help="serve the HTTP API (POST /track, GET /metrics, ...)")
     api.add_argument("--lake")
     api.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -152,13 +176,15 @@ def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) ->
     if server is not None:
         server.wait_until_ready()
     try:
-        report = pipeline(
-            lake=lake,
-            now=args.now,
-            retention_days=args.retention_days,
-            dask_address=args.dask,
-            lock_wait=args.wait,
-        )
+        with _progress_display(sys.stderr.isatty()):
+            report = pipeline(
+                lake=lake,
+                now=args.now,
+                retention_days=args.retention_days,
+                dask_address=args.dask,
+                lock_wait=args.wait,
+                alert_quarantine=args.alert_quarantine,
+            )
     except Exception as exc:  # the flow's own log has the traceback
         from track.errors import LakeFormatError
 
@@ -175,6 +201,47 @@ def _run(args: argparse.Namespace, lake: str, server: TemporaryServer | None) ->
     else:
         _print_report(report)
     return 0
+
+
+@contextmanager
+def _progress_display(on_a_terminal: bool) -> Iterator[None]:
+    """`track run`'s progress on a terminal (stderr): files and bytes ingested of the total,
+    then each later step. Nothing at all when stderr is not a terminal (a log, a pipe, CI)."""
+    if not on_a_terminal:
+        yield
+        return
+    from rich.console import Console
+    from rich.filesize import decimal
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from track.flows.progress import STEPS, watching
+
+    display = Progress(
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+    )
+    ingest = display.add_task("ingest", total=None, detail="listing raw/")
+    later = display.add_task("then", total=len(STEPS) - 1, detail="", visible=False)
+
+    def show(now: Any) -> None:
+        size = f"{decimal(now.bytes)} of {decimal(now.bytes_total)}"
+        display.update(
+            ingest,
+            total=max(now.bytes_total, 1),
+            completed=now.bytes if now.bytes_total else int(now.step != "ingest"),
+            detail=f"{now.files} of {now.files_total} files, {size}",
+        )
+        if now.step != "ingest":
+            step = STEPS.index(now.step)
+            detail = "done" if now.done else f"{now.step} ({step} of {len(STEPS) - 1})"
+            completed = len(STEPS) - 1 if now.done else step - 1
+            display.update(later, visible=True, completed=completed, detail=detail)
+
+    with display, watching(show):
+        yield
 
 
 def _api(args: argparse.Namespace, lake: str) -> int:
@@ -261,7 +328,7 @@ def _command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    serve(deployment(lake, args.cron))
+    serve(deployment(lake, args.cron, args.alert_quarantine))
     return 0
 
 

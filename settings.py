@@ -50,6 +50,9 @@ class Settings:
 
 DEFAULT_CRON = "*/15 * * * *"
 """The schedule `track serve` gives the pipeline deployment unless told otherwise."""
+ALERT_QUARANTINE = 1.0
+"""Percent of a run's lines quarantined above which it emits its alert event (flows.announce;
+`track run --alert-quarantine`, `track serve --alert-quarantine`)."""
 LOCK_WAIT = 600.0
 """Seconds a run waits for another run on the same lake before it skips (`track run --wait`)."""
 SPOOL_MAX_AGE = 60.0

@@ -16,16 +16,19 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task, flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.futures import as_completed
 from prefect.runtime import flow_run as prefect_flow_run
 from prefect.states import State
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from track import settings
 from track.errors import LakeError
+from track.flows import progress as progressing
+from track.flows.announce import progress_artifact, publish
+from track.flows.progress import RunProgress
 from track.lake import ingest as ingesting
 from track.lake.faults import crash_point
 from track.lake.ingest import BatchResult, FilePlan, Staged, counted_files, staging_folder
@@ -41,7 +44,7 @@ from track.lake.merge import (
 from track.lake.report import RunReport, run_report
 from track.lake.retention import expire_events, expire_quarantine, expire_raw, window_start_for
 from track.lake.store import RAW_FILE_CREATED, RUNS, STAGING, STATE, Lake, RawFile, lake_resource
-from track.settings import DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
+from track.settings import ALERT_QUARANTINE, DEFAULT_CRON, LOCK_WAIT, Settings, resolve_lake
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -176,6 +179,10 @@ def _ingest_all(
 ) -> list[BatchResult]:
     step = retried(ingest_batch, retry_delays)
     futures = [step.submit(lake_url, group, window_start, run_id) for group in groups]
+    progress = progressing.of(run_id)
+    for done in as_completed(futures):
+        if progress is not None:
+            progress.ingested(done.result())
     return [f.result() for f in futures]
 
 
@@ -219,11 +226,13 @@ def pipeline(
     retention_days: int | None = None,
     dask_address: str | None = None,
     lock_wait: float = LOCK_WAIT,
+    alert_quarantine: float = ALERT_QUARANTINE,
 ) -> dict[str, Any]:
     """Ingest new or changed raw files, rebuild what they affect, apply retention; the report.
 
     One run at a time per lake: a run waits up to `lock_wait` seconds for another to finish,
-    then skips (its report says `skipped`).
+    then skips (its report says `skipped`). A run that quarantined more than
+    `alert_quarantine` percent of its lines says so in an event (flows.announce).
     """
     config = Settings.from_env()
     lake_url = resolve_lake(lake)
@@ -239,18 +248,25 @@ def pipeline(
     if lock.waited >= settings.LOCK_POLL_SECONDS:
         logger.info("Waited %.0f s for another run on %s to finish", lock.waited, lake_url)
     try:
-        report = _locked_run(store, config, run_id, now, days, dask_address)
+        with RunProgress.of_run(run_id, progress_artifact(run_id)) as progress:
+            report = _locked_run(store, config, run_id, now, days, dask_address, progress)
     finally:
         lock.release()
     report.waited_for_lock = round(lock.waited, 1)
     store.write_json(asdict(report), RUNS, f"{run_id}.json")
     logger.info("Track run report: %s", asdict(report))
-    create_markdown_artifact(report.markdown(), key="track-run-report", description="Track run")
+    publish(report, lake_url, alert_quarantine)
     return asdict(report)
 
 
 def _locked_run(
-    store: Lake, config: Settings, run_id: str, now: datetime, days: int, dask: str | None
+    store: Lake,
+    config: Settings,
+    run_id: str,
+    now: datetime,
+    days: int,
+    dask: str | None,
+    progress: RunProgress,
 ) -> RunReport:
     """The run itself, under the lake's lock: the steps of README's "What a run does"."""
     store.begin()  # claims the lake's next snapshot: an earlier, stalled run can't commit now
@@ -258,19 +274,26 @@ def _locked_run(
     window_start = window_start_for(store, now, days)
     files, ignored = retried(list_raw, config.retry_delays)(store.url)
     plans = ingesting.plan_files(store, files)
+    progress.planned(plans)
     results = ingest_batches(store.url, plans, window_start, run_id, config, dask)
     again = ingesting.same_bytes_again(plans, results)
     if again:
+        progress.read_again(again)
         for result in results:
             result.read_again = {p.raw.path for p in again}
         results += ingest_batches(store.url, again, window_start, run_id, config, dask)
     crash_point("ingested")
+    progress.step("expire")
     deleted = retried(drop_expired_events, config.retry_delays)(store, window_start)
+    progress.step("merge")
     merged = retried(merge, config.retry_delays)(store, results, window_start, run_id)
     crash_point("merged")
+    progress.step("rollups")
     sessions = retried(rollups, config.retry_delays)(store, merged, window_start)
     crash_point("rolled-up")
+    progress.step("commit")
     deleted += retried(commit, config.retry_delays)(store, window_start, run_id)
+    progress.finished()
     return run_report(
         run_id,
         now,
@@ -286,7 +309,9 @@ def _locked_run(
 DEPLOYMENT = "track"
 
 
-def deployment(lake: str, cron: str | None = DEFAULT_CRON) -> RunnerDeployment:
+def deployment(
+    lake: str, cron: str | None = DEFAULT_CRON, alert_quarantine: float = ALERT_QUARANTINE
+) -> RunnerDeployment:
     """The `pipeline/track` deployment: the pipeline on a cron schedule, lake as a parameter,
     and also run whenever the HTTP API moves a file into this lake's raw/ (its Prefect event)."""
     moved = DeploymentEventTrigger(
@@ -295,6 +320,9 @@ def deployment(lake: str, cron: str | None = DEFAULT_CRON) -> RunnerDeployment:
         match={"prefect.resource.id": lake_resource(lake)},
     )
     made = pipeline.to_deployment(
-        name=DEPLOYMENT, cron=cron, parameters={"lake": lake}, triggers=[moved]
+        name=DEPLOYMENT,
+        cron=cron,
+        parameters={"lake": lake, "alert_quarantine": alert_quarantine},
+        triggers=[moved],
     )
     return cast(RunnerDeployment, made)  # to_deployment is sync here, called outside a loop

@@ -1,0 +1,134 @@
+"""What a run tells Prefect, read back from a real Prefect server: its artifacts (report,
+progress, quarantine by reason) and its events (every run's, and the alert over a threshold).
+And what `track run` shows on a terminal, and does not show elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.api.test_http import wait_for
+from tests.lakes import drop, ndjson
+from track.flows.announce import QUARANTINE_HIGH, RUN_COMPLETED
+from track.flows.pipeline import pipeline
+from track.lake.store import lake_resource
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
+
+
+def _events(lake: str, name: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    only = EventFilter(
+        event=EventNameFilter(name=[name]), resource=EventResourceFilter(id=[lake_resource(lake)])
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_events(filter=only, limit=50).events
+
+
+def _good(n: int) -> list[dict]:
+    return [
+        {"event": "play", "user_id": f"u{i}", "timestamp": "2025-03-09T10:00:00Z"} for i in range(n)
+    ]
+
+
+def test_a_run_publishes_its_progress_its_quarantine_and_its_events(lake_url):
+    from prefect.artifacts import Artifact
+
+    drop(lake_url, "date=2025-03-09/a.ndjson", ndjson(*_good(3), "not json"))
+    report = pipeline(lake=lake_url, now=NOW)
+    assert (report["lines"], report["quarantined"]) == (4, 1)
+
+    progress = Artifact.get("track-run-progress")
+    assert progress is not None and float(progress.data) == 100.0
+    assert progress.description.startswith("done: 1 files")
+    table = Artifact.get("track-quarantine")
+    assert table is not None and report["run_id"] in table.description
+    rows = {row["reason"]: row for row in json.loads(table.data)}
+    assert rows["invalid_json"] == {
+        "reason": "invalid_json",
+        "lines": 1,
+        "share of the run's lines": "25.00%",
+    }
+    assert rows["invalid_event"]["lines"] == 0
+
+    wait_for(lambda: _events(lake_url, RUN_COMPLETED), what="the run's event")
+    (completed,) = _events(lake_url, RUN_COMPLETED)
+    assert completed.payload == report
+    assert completed.resource["prefect.resource.name"] == lake_url
+    # 25% of its lines quarantined, over the default threshold of 1%.
+    wait_for(lambda: _events(lake_url, QUARANTINE_HIGH), what="the alert")
+    (alert,) = _events(lake_url, QUARANTINE_HIGH)
+    assert alert.payload == {
+        "run_id": report["run_id"],
+        "lines": 4,
+        "quarantined": 1,
+        "quarantined_by_reason": {"invalid_json": 1},
+        "share": 0.25,
+        "threshold_percent": 1.0,
+    }
+
+
+def test_the_alert_follows_its_threshold(tmp_path):
+    quiet, loud = str(tmp_path / "quiet"), str(tmp_path / "loud")
+    for lake in (quiet, loud):  # 1 line of 200 quarantined: 0.5%
+        drop(lake, "date=2025-03-09/a.ndjson", ndjson(*_good(199), "not json"))
+    pipeline(lake=quiet, now=NOW)  # the default: 1%
+    pipeline(lake=loud, now=NOW, alert_quarantine=0.4)
+    wait_for(lambda: _events(loud, QUARANTINE_HIGH), what="the alert over 0.4%")
+    wait_for(lambda: _events(quiet, RUN_COMPLETED), what="the quiet run's event")
+    assert _events(quiet, QUARANTINE_HIGH) == []
+    # A run with nothing new read no lines: no alert, whatever the threshold.
+    pipeline(lake=loud, now=NOW, alert_quarantine=0)
+    wait_for(lambda: len(_events(loud, RUN_COMPLETED)) == 2, what="the second run's event")
+    assert len(_events(loud, QUARANTINE_HIGH)) == 1
+
+
+def _track_run(lake: str, *, terminal: bool) -> tuple[int, str]:
+    """`track run` on a lake, its stderr on a terminal (a pseudo-terminal) or in a pipe: its
+    exit code and what it wrote there."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()), COLUMNS="120")
+    command = [sys.executable, "-m", "track.cli", "run", "--lake", lake, "--json"]
+    command += ["--now", NOW.isoformat()]
+    if not terminal:
+        done = subprocess.run(command, env=env, capture_output=True, timeout=300)
+        return done.returncode, done.stderr.decode()
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the run closed its end
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return process.wait(timeout=300), shown.decode(errors="replace")
+
+
+def test_track_run_shows_its_progress_on_a_terminal_only(tmp_path):
+    for name in ("a", "b"):
+        lake = str(tmp_path / name)
+        drop(lake, "date=2025-03-09/a.ndjson", ndjson(*_good(50)))
+        drop(lake, "date=2025-03-09/b.ndjson", ndjson(*_good(30)))
+    code, shown = _track_run(str(tmp_path / "a"), terminal=True)
+    assert code == 0, shown
+    assert "2 of 2 files" in shown
+    assert "ingest" in shown and "done" in shown
+    code, logged = _track_run(str(tmp_path / "b"), terminal=False)
+    assert code == 0, logged
+    assert "of 2 files" not in logged and "━" not in logged
