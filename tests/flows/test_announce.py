@@ -4,12 +4,17 @@ And what `track run` shows on a terminal, and does not show elsewhere."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pty
 import subprocess
 import sys
+import threading
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -22,6 +27,7 @@ from track.lake.store import lake_resource
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 NOW = datetime(2025, 3, 10, 12, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _events(lake: str, name: str) -> list:
@@ -132,3 +138,59 @@ def test_track_run_shows_its_progress_on_a_terminal_only(tmp_path):
     code, logged = _track_run(str(tmp_path / "b"), terminal=False)
     assert code == 0, logged
     assert "of 2 files" not in logged and "━" not in logged
+
+
+class _Webhook(http.server.BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (the name http.server calls)
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_readmes_automation_notifies_when_a_run_quarantines_too_much(tmp_path):
+    """automations.yaml, created with Prefect's own command, sends its notification (here to a
+    webhook on loopback) when a run's quarantined share is over its threshold."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Webhook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}/"
+    block = CustomWebhookNotificationBlock(
+        name="track-test", url=hook, json_data={"subject": "{{subject}}", "body": "{{body}}"}
+    )
+    block_id = block.save(f"track-alerts-{uuid.uuid4().hex[:8]}")
+    spec = (ROOT / "automations.yaml").read_text().replace("BLOCK_DOCUMENT_ID", str(block_id))
+    (tmp_path / "automations.yaml").write_text(spec)
+    env = dict(os.environ, PREFECT_API_URL=str(PREFECT_API_URL.value()))
+    prefect = [sys.executable, "-m", "prefect", "automation", "create"]
+    made = subprocess.run(
+        [*prefect, "--from-file", str(tmp_path / "automations.yaml")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stdout + made.stderr
+    try:
+        lake = str(tmp_path / "lake")
+        drop(lake, "date=2025-03-09/a.ndjson", ndjson(*_good(3), "not json"))
+        report = pipeline(lake=lake, now=NOW)
+        wait_for(lambda: _Webhook.received, timeout=60, what="the notification")
+        (note,) = _Webhook.received
+        assert note["subject"] == "Track quarantined 1 of 4 lines"
+        assert f"Run {report['run_id']} of the lake {lake}" in note["body"]
+        assert "over the threshold of 1.0%" in note["body"]
+        assert "'invalid_json': 1" in note["body"]
+    finally:
+        server.shutdown()
+        with get_client(sync_client=True) as client:
+            for automation in client.read_automations_by_name("track-quarantine-alert"):
+                client.delete_automation(automation.id)
