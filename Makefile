@@ -8,9 +8,10 @@ DEMO_NOW := 2026-11-20T06:00:00Z
 DEMO_PORT ?= 8000
 DEMO_API := http://127.0.0.1:$(DEMO_PORT)
 SPOOL := data/spool
+REPORT := data/report.html
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install wheel system demo test lint bench clean
+.PHONY: install wheel system demo notebook test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,11 +64,19 @@ demo: wheel
 	$(BIN)/track metrics --lake $(LAKE) --start-date 2026-11-01 --end-date 2026-11-30 --group-by week
 	$(BIN)/track sessions --lake $(LAKE) --start-date 2026-11-16 --end-date 2026-11-19
 	$(BIN)/track sessions --lake $(LAKE) --start-date 2026-11-16 --end-date 2026-11-19 --user-id alice
+	$(BIN)/track users --lake $(LAKE) --start-date 2026-11-16 --end-date 2026-11-19
+	$(BIN)/track users --lake $(LAKE) --start-date 2026-11-01 --end-date 2026-11-30 --group-by week --week-start sunday --event play
+	$(BIN)/track report --lake $(LAKE) --start-date 2026-11-13 --end-date 2026-11-20 --out $(REPORT)
+	@echo "The report of the sample lake: $(REPORT) (open it in a browser; it needs no network)"
 	@$(BIN)/track api --lake $(LAKE) --spool $(SPOOL) --port $(DEMO_PORT) 2>$(SPOOL).log & echo $$! > $(SPOOL).pid; \
 	for i in $$(seq 50); do curl -s -o /dev/null $(DEMO_API)/health && break; sleep 0.2; done; \
 	echo "GET /sessions?start_date=2026-11-19&end_date=2026-11-19&user_id=dana:"; \
 	curl -s -D - "$(DEMO_API)/sessions?start_date=2026-11-19&end_date=2026-11-19&user_id=dana" | grep -iE '^track-as-of|^\{'; echo; \
 	kill -TERM $$(cat $(SPOOL).pid); rm -f $(SPOOL).pid
+
+# The notebook of the lake (notebooks/explore.py) in a browser; `make demo` first for a lake.
+notebook: $(STAMP)
+	TRACK_LAKE=$(LAKE) $(BIN)/marimo edit notebooks/explore.py
 
 # Tests run on every core (at most four worker processes, each with its own Prefect test
 # server): most of their time is spent waiting on Prefect servers and `track run` processes.
@@ -88,4 +97,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(LAKE) $(SPOOL) $(SPOOL).log .pytest_cache .hypothesis build .typecheck
+	rm -rf $(VENV) $(LAKE) $(SPOOL) $(SPOOL).log $(REPORT) .pytest_cache .hypothesis build .typecheck

@@ -240,7 +240,12 @@ def _quarantine_chart(f: Figures) -> alt.TopLevelMixin:
         .mark_line(point=True, color="black")
         .encode(
             x=_days(f),
-            y=alt.Y("share:Q", title="share of all lines", axis=alt.Axis(format="%")),
+            y=alt.Y(
+                "share:Q",
+                title="share of all lines",
+                axis=alt.Axis(format="%"),
+                scale=alt.Scale(domain=[0, 1.25 * max(f.share["share"].to_list(), default=0.01)]),
+            ),
         )
     )
     return alt.layer(bars, share).resolve_scale(y="independent")

@@ -63,6 +63,12 @@ def storage_options(url: str) -> dict[str, str] | None:
     return options
 
 
+def scan_table(lake: str, table: str) -> pl.LazyFrame:
+    """A table of a lake as Delta (its latest version): `pl.scan_delta` with the storage
+    options of the lake's store, for notebooks. `date` is a Date column."""
+    return pl.scan_delta(f"{lake.rstrip('/')}/{table}", storage_options=storage_options(lake))
+
+
 def delta_schema(model: type[pa.DataFrameModel]) -> Schema:
     """A table's Delta schema: its model's columns and the `date` partition."""
     empty = pl.DataFrame(schema={**polars_schema(model), PARTITION: pl.Date()})

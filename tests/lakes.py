@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -59,3 +60,18 @@ def remove(lake: str, path: str) -> None:
     """Delete raw/<path>."""
     fs, root = fsspec.core.url_to_fs(lake)
     fs.rm(f"{root.rstrip('/')}/raw/{path}")
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "raw"
+"""The bundled sample's raw files (`make demo` runs the pipeline on them)."""
+SAMPLE_NOW = datetime(2026, 11, 20, 6, tzinfo=UTC)
+"""The time of the demo's run (Makefile's DEMO_NOW)."""
+
+
+def drop_sample(lake: str) -> None:
+    """Drop the bundled sample's raw files into a lake, each modified at the end of its day (as
+    `make demo` does; S3 stamps its own time)."""
+    for path in sorted(SAMPLE.glob("date=*/*")):
+        day = datetime.fromisoformat(path.parent.name.removeprefix("date="))
+        end = day.replace(hour=23, minute=59, second=59, tzinfo=UTC)
+        drop(lake, f"{path.parent.name}/{path.name}", path.read_bytes(), modified=end)
