@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any
 
-from track.errors import SettingsError
+from track.errors import ReportError, SettingsError
 from track.flows.server import TemporaryServer
 from track.settings import (
     ALERT_QUARANTINE,
@@ -306,7 +306,11 @@ def _command(args: argparse.Namespace) -> int:
         if args.start_date > args.end_date:
             print("track: --start-date must be on or before --end-date", file=sys.stderr)
             return 2
-        out = write_report(args.start_date, args.end_date, args.out, lake=lake)
+        try:
+            out = write_report(args.start_date, args.end_date, args.out, lake=lake)
+        except ReportError as exc:
+            print(f"track report: {exc} (the track.reader log has the details)", file=sys.stderr)
+            return 1
         print(f"wrote {out}")
         return 0
     if args.command == "run":

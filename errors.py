@@ -8,6 +8,7 @@
     ├── RawFileError             a raw file as read
     │   ├── UnreadableFileError  its bytes are no lines at all (bad gzip, binary): quarantined
     │   └── RawFileChangedError  it changed while it was read: the task that read it is retried
+    ├── ReportError              the lake did not answer a question `track report` needs
     ├── SpoolError               the HTTP API could not make records durable
     │   ├── SpoolFull            the spool holds as much as it may, or the API is stopping
     │   └── SpoolBroken          the spool's disk failed a write or a flush
@@ -57,6 +58,10 @@ class UnreadableFileError(RawFileError, ValueError):
 
 class RawFileChangedError(RawFileError, OSError):
     """A raw file changed while it was read (as a store error: its task is retried)."""
+
+
+class ReportError(TrackError):
+    """The lake did not answer a question the report needs (its message says which)."""
 
 
 class SpoolError(TrackError):

@@ -19,6 +19,7 @@ import polars as pl
 import vl_convert
 
 from track import reader
+from track.errors import ReportError
 from track.lake.store import RUNS, Lake
 from track.schemas.tables import Duplicates, Events, Quarantine
 from track.settings import resolve_lake
@@ -55,10 +56,6 @@ class Figures:
     """reason, source, line, message, raw: a few quarantined lines of each reason."""
     runs: pl.DataFrame
     """run, measure, value: the last runs' lines, accepted, duplicates, expired, quarantined."""
-
-
-class ReportError(Exception):
-    """The lake did not answer a question the page needs (its message says which)."""
 
 
 def _data(answer: dict[str, Any], what: str) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ import pytest
 from tests.lakes import drop, ndjson
 from track.cli import main
 from track.flows.pipeline import pipeline
+from track.lake.store import Lake
 from track.report import CHARTS, RAW_CHARS, figures
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -162,3 +163,16 @@ def test_the_users_figure_repeats_each_weeks_users_on_its_days(tmp_path):
         (date(2025, 3, 3), 3),
         (date(2025, 3, 4), 3),
     ]
+
+
+def test_a_failing_store_is_named_and_exits_1(tmp_path, capsys):
+    lake = str(tmp_path / "lake")
+    _lake_of_two_days(lake)
+    store = Lake(lake)
+    for name in store.current().tables["counts"].values():
+        store.fs.pipe_file(store.path(name), b"not parquet")
+    out = tmp_path / "report.html"
+    query = ["--start-date", "2025-03-01", "--end-date", "2025-03-09", "--out", str(out)]
+    assert main(["report", "--lake", lake, *query]) == 1
+    assert "track report: events per day: Failed to fetch metrics" in capsys.readouterr().err
+    assert not out.exists()
