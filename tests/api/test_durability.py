@@ -173,6 +173,6 @@ def test_each_file_moved_is_a_prefect_event_that_triggers_the_deployment(tmp_pat
 
     wait_for(runs, timeout=30, what="a run of the deployment")
     (run,) = runs()
-    assert run.parameters == {"lake": lake}
+    assert run.parameters == {"lake": lake, "alert_quarantine": 1.0}
     assert api.stop() < 10
     assert Path(api.spool).exists()
