@@ -16,10 +16,17 @@ import polars as pl
 from track import settings
 from track.errors import UnreadableFileError
 from track.lake.raw import Chunks, RawBytes, read_raw_file
-from track.lake.store import MANIFEST, STAGING, STATE, Lake, RawFile, partition_date
+from track.lake.store import MANIFEST, REPLACED, STAGING, STATE, Lake, RawFile, partition_date
 from track.schemas.constants import UNREADABLE_FILE
 from track.schemas.records import validate_records
-from track.schemas.tables import UTC_MS, Events, Manifest, Quarantine, polars_schema
+from track.schemas.tables import (
+    UTC_MS,
+    Events,
+    Manifest,
+    Quarantine,
+    ReplacedBytes,
+    polars_schema,
+)
 from track.transforms.normalise import EVENT_SCHEMA, normalise_events
 from track.transforms.parse import decode_pieces
 from track.transforms.timestamps import with_line_received_at, with_sent_at
@@ -41,7 +48,8 @@ def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
     """The listed files whose size or modified time differ from what the manifest holds."""
     manifest = lake.read_state(MANIFEST, Manifest)
     known = {row["path"]: row for row in manifest.iter_rows(named=True)}
-    by_bytes = {row["sha256"]: row["received_at"] for row in known.values()}
+    by_bytes = dict(lake.read_state(REPLACED, ReplacedBytes).iter_rows())
+    by_bytes |= {row["sha256"]: row["received_at"] for row in known.values()}
     plans = []
     for raw in files:
         prior = known.get(raw.path)

@@ -31,6 +31,7 @@ from track.lake.store import (
     EVENTS,
     MANIFEST,
     QUARANTINE,
+    REPLACED,
     SESSIONS,
     TOMBSTONES,
     Lake,
@@ -42,6 +43,7 @@ from track.schemas.tables import (
     Events,
     Manifest,
     Quarantine,
+    ReplacedBytes,
     Sessions,
     Tombstones,
     conform,
@@ -318,6 +320,24 @@ def update_manifest(lake: Lake, files: list[FileResult], dates: pl.DataFrame) ->
     rest = manifest.filter(~pl.col("path").is_in(listed["path"].implode()))
     rows = pl.concat([rest, unchanged.select(manifest.columns), changed.select(manifest.columns)])
     lake.write_state(MANIFEST, Manifest.validate(rows.sort("path")))
+    _remember_replaced(lake, manifest, changed)
+
+
+def _remember_replaced(lake: Lake, manifest: pl.DataFrame, changed: pl.DataFrame) -> None:
+    """Keep the bytes replaced files held, with when they were first read: set back to them
+    later, a file gets that received_at again, as SPEC 1 says (the manifest keeps only each
+    path's current bytes)."""
+    now_holds = changed.select("path", now=pl.col("sha256"))
+    replaced = (
+        manifest.join(now_holds, on="path")
+        .filter(pl.col("sha256") != pl.col("now"))
+        .select("sha256", "received_at")
+    )
+    if replaced.is_empty():
+        return
+    earlier = lake.read_state(REPLACED, ReplacedBytes)
+    rows = pl.concat([earlier, replaced]).group_by("sha256").agg(pl.col("received_at").min())
+    lake.write_state(REPLACED, ReplacedBytes.validate(rows.sort("sha256")))
 
 
 def rebuild_sessions(lake: Lake, *, window_start: date, users: list[str] | None = None) -> int:

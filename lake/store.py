@@ -11,7 +11,8 @@ Layout under the root URL (local folder or any fsspec URL such as s3://bucket/pr
     sessions/date=D/part-<id>.parquet                sessions, by date of their play
     runs/<run_id>.json                               one run report per run
     _state/snapshots/<n>.json                        the commit point (see below)
-    _state/files-<id>.parquet, tombstones-<id>.parquet   what the pipeline remembers
+    _state/files-<id>.parquet, tombstones-<id>.parquet, replaced-<id>.parquet
+                                                     what the pipeline remembers
 
 Commit protocol: data files are immutable and never overwritten; each write makes a new file
 with a fresh id. A snapshot names the one current file of every partition and state table, and
@@ -62,6 +63,8 @@ MANIFEST = "files"
 """The state table of every raw file read (schemas.tables.Manifest)."""
 TOMBSTONES = "tombstones"
 """The state table of the keys of counted records whose kept copy expired."""
+REPLACED = "replaced"
+"""The state table of bytes raw files held before they were replaced (ReplacedBytes)."""
 LEGACY_POINTER = "snapshot.json"
 """The single pointer lakes had before snapshots were numbered: read as snapshot 0."""
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")

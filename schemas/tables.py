@@ -130,6 +130,18 @@ def polars_schema(model: type[pa.DataFrameModel]) -> pl.Schema:
     return pl.Schema({name: col.dtype.type for name, col in model.to_schema().columns.items()})
 
 
+class ReplacedBytes(pa.DataFrameModel):
+    """`_state/replaced-<id>.parquet`: bytes a raw file held before it was replaced, and when
+    they were first read. Bytes keep the received_at of their first read (SPEC 1), also when a
+    file is later set back to them; the manifest holds only each path's current bytes."""
+
+    sha256: str = pa.Field(unique=True)
+    received_at: Instant
+
+    class Config:
+        strict = True
+
+
 class Tombstones(pa.DataFrameModel):
     """`_state/tombstones-<id>.parquet`: keys of records counted once whose kept copy expired."""
 

@@ -16,6 +16,8 @@ from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
 from track import reader
 from track.errors import LakeFormatError
 from track.flows.pipeline import pipeline
+from track.lake.store import Lake
+from track.schemas.tables import Events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -192,6 +194,28 @@ def test_a_replaced_file_replaces_its_contribution(lake_url):
     assert sessions == [
         {"date": d(3), "totalDuration": 3600, "sessionCount": 1, "averageDuration": 3600}
     ]
+
+
+def test_a_file_set_back_to_bytes_read_before_keeps_their_first_received_at(lake_url):
+    # SPEC 1: received_at is the last-modified time when the pipeline first reads those bytes.
+    # The manifest holds a path's current bytes only; bytes a file held before a replacement
+    # are remembered too, so setting a file back to them changes nothing.
+    path = f"date={d(1)}/a.ndjson"
+    first = ndjson(ev("play", "u", None), ev("stop", "u", day(1, 13)))
+    received = drop(lake_url, path, first, modified=datetime.now(UTC) - timedelta(hours=3))
+    run(lake_url)
+    drop(lake_url, path, ndjson(ev("pause", "u", day(1))))
+    run(lake_url)
+    before = answers(lake_url, d(1), d(0))
+    drop(lake_url, path, first, modified=datetime.now(UTC) - timedelta(hours=1))
+    report = run(lake_url)
+    assert (report["files"], report["accepted"]) == (1, 2)
+    stored = Lake(lake_url).scan("events", Events).collect()
+    assert stored["received_at"].to_list() == [received, received]
+    assert stored.filter(pl.col("event") == "play")["timestamp"].to_list() == [received]
+    metrics, _ = answers(lake_url, d(1), d(0))
+    assert metrics != before[0]  # the pause went, the play and stop came back as first read
+    assert sum(n for row in metrics for k, n in row.items() if k != "date") == 2
 
 
 def test_a_replaced_file_without_a_users_plays_ends_their_sessions(lake_url):
