@@ -97,12 +97,16 @@ def _optional(value: Any) -> str | None:
 
 @dataclass(frozen=True)
 class _Prepared:
-    """A rollup table as of one snapshot, ready for either kind of question."""
+    """A rollup table as of one snapshot, ready for every kind of question."""
 
     totals: pl.DataFrame
     """All users together, per date: counts per event, or the sum and number of sessions."""
     by_user: pl.DataFrame
     """Its rows, with `date`, sorted by user_id: a user's are found by binary search."""
+    by_date: pl.DataFrame | None = None
+    """Counts only: `date`, `event` and `user_id` as a number (one per user), sorted by date:
+    a range is found by binary search, and distinct numbers are counted 10 to 40 times
+    faster than distinct strings."""
 
     def rows(self, start: date, end: date, user_id: str | None) -> pl.LazyFrame:
         """The per-date totals of [start, end], or one user's rows."""
@@ -115,13 +119,11 @@ class _Prepared:
         return rows.lazy().filter(pl.col("date").is_between(start, end))
 
     def every_user(self, start: date, end: date) -> pl.LazyFrame:
-        """Every user's rows of [start, end], each user a number (`user_code`) in `user_id`:
-        distinct numbers are counted 10 to 40 times faster than distinct strings."""
-        return (
-            self.by_user.lazy()
-            .filter(pl.col("date").is_between(start, end))
-            .select("date", "event", user_id="user_code")
-        )
+        """Every user's rows of [start, end] (`date`, `event`, `user_id` as a number)."""
+        assert self.by_date is not None, "distinct users are a question of the counts"
+        days = self.by_date["date"]
+        first = days.search_sorted(start, side="left")
+        return self.by_date.slice(first, days.search_sorted(end, side="right") - first).lazy()
 
 
 def _prepare(table: str, rows: pl.DataFrame) -> _Prepared:
@@ -130,7 +132,8 @@ def _prepare(table: str, rows: pl.DataFrame) -> _Prepared:
         by_user = rows.sort("user_id")
         first_row = pl.col("user_id") != pl.col("user_id").shift()
         code = first_row.fill_null(True).cum_sum().cast(pl.UInt32)  # sorted: a run is a user
-        return _Prepared(totals, by_user.with_columns(user_code=code))
+        by_date = by_user.select("date", "event", user_id=code).sort("date")
+        return _Prepared(totals, by_user, by_date)
     rows = rows.select("date", "user_id", "duration_ms", sessions=pl.lit(1, pl.Int64))
     totals = rows.group_by("date").agg(pl.col("duration_ms").sum(), pl.col("sessions").sum())
     return _Prepared(totals, rows.sort("user_id"))
