@@ -16,13 +16,12 @@ import polars as pl
 from track import settings
 from track.errors import UnreadableFileError
 from track.lake.raw import Chunks, RawBytes, read_raw_file
-from track.lake.store import MANIFEST, REPLACED, STAGING, STATE, Lake, RawFile, partition_date
+from track.lake.store import REPLACED, STAGING, STATE, Lake, RawFile, partition_date
 from track.schemas.constants import UNREADABLE_FILE
 from track.schemas.records import validate_records
 from track.schemas.tables import (
     UTC_MS,
     Events,
-    Manifest,
     Quarantine,
     ReplacedBytes,
     polars_schema,
@@ -45,15 +44,18 @@ class FilePlan:
 
 
 def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
-    """The listed files whose size or modified time differ from what the manifest holds."""
-    manifest = lake.read_state(MANIFEST, Manifest)
+    """The listed files whose size, modified time or version differ from what the manifest
+    holds (a file whose manifest row has no version is read again once: its bytes are hashed,
+    and parsed only if they changed)."""
+    manifest = lake.read_manifest()
     known = {row["path"]: row for row in manifest.iter_rows(named=True)}
     by_bytes = dict(lake.read_state(REPLACED, ReplacedBytes).iter_rows())
     by_bytes |= {row["sha256"]: row["received_at"] for row in known.values()}
     plans = []
     for raw in files:
         prior = known.get(raw.path)
-        if prior and prior["size"] == raw.size and prior["modified"] == raw.modified:
+        listed = (raw.size, raw.modified, raw.version)
+        if prior and (prior["size"], prior["modified"], prior["version"]) == listed:
             continue
         plans.append(FilePlan(raw, prior["sha256"] if prior else None, by_bytes))
     return plans
@@ -88,6 +90,7 @@ class FileResult:
     modified: datetime
     sha256: str
     received_at: datetime
+    version: str = ""
     unchanged: bool = False
     lines: int = 0
     expired: int = 0
@@ -300,7 +303,7 @@ def _ingest(
     bytes are unchanged."""
     raw = plan.raw
     received_at = plan.known_received_at.get(found.sha256, raw.modified)
-    result = FileResult(raw.path, found.size, raw.modified, found.sha256, received_at)
+    result = FileResult(raw.path, found.size, raw.modified, found.sha256, received_at, raw.version)
     if found.sha256 == plan.prior_sha256:
         result.unchanged = True
         return result

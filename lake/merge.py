@@ -175,7 +175,7 @@ def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[da
 
 def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[date]:
     """Retained event dates the files in `sources` stored rows under before this run."""
-    manifest = lake.read_state(MANIFEST, Manifest)
+    manifest = lake.read_manifest()
     listed = manifest.filter(pl.col("path").is_in(sources))["dates"].to_list()
     return {d for ds in listed for d in ds if d >= window_start}
 
@@ -275,7 +275,7 @@ def merge_quarantine(
     lake: Lake, new: pl.DataFrame, *, sources: set[str], window_start: date
 ) -> None:
     """Add the run's rejected lines, replacing what re-read files rejected before."""
-    manifest = lake.read_state(MANIFEST, Manifest)
+    manifest = lake.read_manifest()
     old = manifest.filter(pl.col("path").is_in(sources))["received_at"].dt.date().to_list()
     new = new.with_columns(date=pl.col("received_at").dt.date())
     for day in sorted(set(old) | set(new["date"].to_list())):
@@ -298,18 +298,19 @@ def update_manifest(lake: Lake, files: list[FileResult], dates: pl.DataFrame) ->
             "path": [f.path for f in files],
             "size": [f.size for f in files],
             "modified": [f.modified for f in files],
+            "version": [f.version for f in files],
             "sha256": [f.sha256 for f in files],
             "received_at": [f.received_at for f in files],
             "unchanged": [f.unchanged for f in files],
         },
         schema_overrides={"modified": UTC_MS, "received_at": UTC_MS},
     )
-    manifest = lake.read_state(MANIFEST, Manifest)
+    manifest = lake.read_manifest()
     # An unchanged file keeps its received_at and dates; only its listing details move on.
     unchanged = (
         listed.filter("unchanged")
-        .select("path", "size", "modified")
-        .join(manifest.drop("size", "modified"), on="path")
+        .select("path", "size", "modified", "version")
+        .join(manifest.drop("size", "modified", "version"), on="path")
     )
     changed = (
         listed.filter(~pl.col("unchanged"))

@@ -50,7 +50,7 @@ from track.errors import LakeFencedError, LakeFormatError
 from track.lake import delta
 from track.lake.faults import crash_point
 from track.schemas.constants import FINGERPRINT, RAW_SUFFIXES
-from track.schemas.tables import TABLE_MODELS, polars_schema
+from track.schemas.tables import TABLE_MODELS, Manifest, polars_schema
 
 RAW = "raw"
 STATE = "_state"
@@ -72,11 +72,13 @@ _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 @dataclass(frozen=True)
 class RawFile:
-    """A raw file as listed: its path relative to raw/, size and last-modified time."""
+    """A raw file as listed: its path relative to raw/, size, last-modified time, and the
+    store's token of its version (`version_of`)."""
 
     path: str
     size: int
     modified: datetime
+    version: str = ""
 
 
 def _to_ms(moment: datetime) -> datetime:
@@ -94,6 +96,18 @@ def _modified(info: dict[str, Any]) -> datetime:
             return _to_ms(mtime if mtime.tzinfo else mtime.replace(tzinfo=UTC))
         return _to_ms(datetime.fromtimestamp(float(mtime), UTC))
     raise KeyError(f"the store gives no last-modified time for {info.get('name')}")
+
+
+def version_of(info: dict[str, Any]) -> str:
+    """What changes whenever a file is written again, whatever its size and last-modified time
+    (S3 keeps those to the second: a file rewritten with as many bytes within one second would
+    look unchanged): S3's ETag; a local file's inode and change time (ctime, which no one can set
+    back). Empty when the store gives neither."""
+    if info.get("ETag"):  # s3fs
+        return str(info["ETag"]).strip('"')
+    if "ino" in info and "created" in info:  # local: `created` is st_ctime
+        return f"{info['ino']}:{info['created']!r}"
+    return ""
 
 
 def partition_date(name: str) -> date | None:
@@ -214,7 +228,7 @@ class Lake:
             parts = rel.split("/")
             name = parts[-1]
             if len(parts) == 2 and partition_date(parts[0]) and is_raw_name(name):
-                files.append(RawFile(rel, int(info["size"]), _modified(info)))
+                files.append(RawFile(rel, int(info["size"]), _modified(info), version_of(info)))
             elif not (len(parts) == 2 and name.startswith((".", "_"))):
                 ignored.append(rel)
         return files, ignored
@@ -446,6 +460,14 @@ class Lake:
         """A state table of the snapshot (empty with the model's columns if there is none)."""
         file = self._view().state.get(name)
         return self._read(file) if file else pl.DataFrame(schema=polars_schema(model))
+
+    def read_manifest(self) -> pl.DataFrame:
+        """The manifest of raw files read (schemas.tables.Manifest). One written before files'
+        versions were kept gets them null: such a file's bytes are checked again once."""
+        rows = self.read_state(MANIFEST, Manifest)
+        if "version" not in rows.columns:
+            rows = rows.with_columns(version=pl.lit(None, pl.String))
+        return rows.select(list(polars_schema(Manifest)))
 
     def write_state(self, name: str, rows: pl.DataFrame) -> None:
         """Replace a state table (in the run's snapshot)."""

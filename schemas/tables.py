@@ -91,6 +91,9 @@ class Manifest(pa.DataFrameModel):
     path: str = pa.Field(unique=True, description="relative to raw/")
     size: int
     modified: Instant = pa.Field(description="last-modified time when last listed")
+    version: str = pa.Field(
+        nullable=True, description="the store's version token when last listed (store.version_of)"
+    )
     sha256: str
     received_at: Instant = pa.Field(description="last-modified time when first read")
     dates: Dates = pa.Field(description="event dates its records were stored under")
