@@ -25,12 +25,18 @@ USER = "user-4242"
 TRUNCATE = {"day": "1d", "week": "1w", "month": "1mo"}
 
 
-def polars_metrics(events: Path, group_by: str, user_id: str | None) -> dict[str, Any]:
-    """The metrics answer aggregated straight from a Parquet file of all events."""
+def _events_of_the_month(events: Path) -> tuple[pl.Expr, pl.LazyFrame]:
+    """The day of an event, and the events of [START, END] in a Parquet file of all events."""
     day = pl.col("timestamp").dt.date()
-    query = pl.scan_parquet(events).filter(
+    month = pl.scan_parquet(events).filter(
         day.is_between(date.fromisoformat(START), date.fromisoformat(END))
     )
+    return day, month
+
+
+def polars_metrics(events: Path, group_by: str, user_id: str | None) -> dict[str, Any]:
+    """The metrics answer aggregated straight from a Parquet file of all events."""
+    day, query = _events_of_the_month(events)
     if user_id is not None:
         query = query.filter(pl.col("user_id") == user_id)
     rows = (
@@ -49,10 +55,7 @@ def polars_metrics(events: Path, group_by: str, user_id: str | None) -> dict[str
 
 def polars_users(events: Path, group_by: str, event: str | None) -> dict[str, Any]:
     """The users answer counted straight from a Parquet file of all events."""
-    day = pl.col("timestamp").dt.date()
-    query = pl.scan_parquet(events).filter(
-        day.is_between(date.fromisoformat(START), date.fromisoformat(END))
-    )
+    day, query = _events_of_the_month(events)
     if event is not None:
         query = query.filter(pl.col("event") == event)
     rows = (
