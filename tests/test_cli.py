@@ -140,6 +140,31 @@ def test_bad_now_is_a_usage_error(capsys):
     assert "--now must be an ISO 8601 date-time" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value", ["150", "-1", "1 percent", ""])
+def test_an_alert_threshold_that_is_no_percent_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--alert-quarantine", value])
+    assert "expected a percent from 0 to 100" in capsys.readouterr().err
+
+
+def test_the_alert_threshold_takes_a_percent_sign(tmp_path, capsys):
+    from tests.api.test_http import wait_for
+    from tests.flows.test_announce import _events
+    from track.flows.announce import QUARANTINE_HIGH, RUN_COMPLETED
+
+    # 75% of the lines quarantined: over 50%, not over 80%.
+    lakes = {threshold: str(tmp_path / f"lake-{n}") for n, threshold in enumerate(("50%", "80"))}
+    for threshold, lake in lakes.items():
+        drop(
+            lake, "date=2025-03-01/a.ndjson", ndjson(*["oops"] * 3, {"event": "e", "user_id": "u"})
+        )
+        assert main(["run", "--lake", lake, "--alert-quarantine", threshold, "--json"]) == 0
+        wait_for(lambda lake=lake: _events(lake, RUN_COMPLETED), what="the run's event")
+    capsys.readouterr()
+    wait_for(lambda: _events(lakes["50%"], QUARANTINE_HIGH), what="the alert over 50%")
+    assert _events(lakes["80"], QUARANTINE_HIGH) == []
+
+
 def test_track_run_stops_the_temporary_server_it_started(tmp_path):
     # No Prefect server configured: `track run` starts Prefect's temporary one itself, in its
     # own process group here; once the run has exited, nothing of that group may be left.
