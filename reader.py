@@ -18,7 +18,7 @@ import functools
 import logging
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Any, cast
 
@@ -59,7 +59,8 @@ def _error(message: str) -> Answer:
 
 @dataclass(frozen=True)
 class _Query:
-    """A checked query: its days (both included) and how they are grouped."""
+    """A checked query: its days (both included) and how they are grouped (its fields are
+    the keyword arguments of the transforms' *_by_period)."""
 
     start: date
     end: date
@@ -175,15 +176,6 @@ def _period_rows(
     return found, store.pinned.committed_at if store.pinned else None
 
 
-def _periods(query: _Query) -> dict[str, Any]:
-    return {
-        "start": query.start,
-        "end": query.end,
-        "group_by": query.group_by,
-        "week_start": query.week_start,
-    }
-
-
 def metrics(
     start_date: Any,
     end_date: Any,
@@ -204,7 +196,7 @@ def _metrics(
 
     def ask(table: _Prepared, query: _Query) -> pl.LazyFrame:
         rows = table.rows(query.start, query.end, user)
-        return counts_by_period(rows, user_id=user, **_periods(query))
+        return counts_by_period(rows, user_id=user, **asdict(query))
 
     rows, as_of = _period_rows(COUNTS, METRICS_FAILED, dates, lake, ask)
     if isinstance(rows, dict):
@@ -237,7 +229,7 @@ def _sessions(
 
     def ask(table: _Prepared, query: _Query) -> pl.LazyFrame:
         rows = table.rows(query.start, query.end, user)
-        return sessions_by_period(rows, user_id=user, **_periods(query))
+        return sessions_by_period(rows, user_id=user, **asdict(query))
 
     rows, as_of = _period_rows(SESSIONS, SESSIONS_FAILED, dates, lake, ask)
     return _rows_answer(rows), as_of
@@ -264,7 +256,7 @@ def _users(dates: tuple[Any, Any, Any, Any], event: Any, lake: str | None) -> tu
 
     def ask(table: _Prepared, query: _Query) -> pl.LazyFrame:
         rows = table.every_user(query.start, query.end)
-        return users_by_period(rows, event=name, **_periods(query))
+        return users_by_period(rows, event=name, **asdict(query))
 
     rows, as_of = _period_rows(COUNTS, USERS_FAILED, dates, lake, ask)
     return _rows_answer(rows), as_of
