@@ -179,8 +179,9 @@ def _period_rows(
         store = Lake(resolve_lake(lake)).pin()
         files = tuple(
             (day, name)
-            for day, name in sorted(store.partition_files(table).items())
+            for day, names in sorted(store.partition_files(table).items())
             if query.start <= day <= query.end
+            for name in names
         )
         found = ask(_prepared(store.url, table, files), query).collect()
     except Exception:

@@ -91,6 +91,9 @@ MERGE_WORKERS = 2
 MERGE_PARALLEL_ROWS = 250_000
 """A run with a date of more new rows than this rewrites its dates one at a time (a date's
 rows are held whole while it is rewritten)."""
+APPENDED_FILES_AT_MOST = 8
+"""An event date takes a run's new rows as one more file when they displace nothing, up to this
+many files; the next run that changes it rewrites it as one (compaction)."""
 MATCH_USERS_AT_MOST = 20_000
 """Beyond this many users with changed plays or stops, all sessions are matched again (a filter
 on a long list of users costs more than it spares)."""

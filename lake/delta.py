@@ -90,7 +90,8 @@ def _publish_table(
 ) -> int:
     uri, options = lake.url_of(table), storage_options(lake.url)
     prefix = f"{table}/"
-    wanted = {name[len(prefix) :]: day for day, name in snapshot.tables.get(table, {}).items()}
+    parts = snapshot.tables.get(table, {})
+    wanted = {name[len(prefix) :]: day for day, names in parts.items() for name in names}
     try:
         log: DeltaTable | None = DeltaTable(uri, storage_options=options)
     except TableNotFoundError:

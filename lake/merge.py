@@ -10,7 +10,11 @@ How a run's new events are merged, in four steps (`merge_events`):
    (only these deciding columns are held for all rows at once);
 3. the decision (transforms.dedup): the copy kept, the others duplicates; only the copies whose
    place changes are carried on;
-4. the rewrite of each date on its own, from its stored rows, its new rows and those changes.
+4. each date on its own: where the new rows displace nothing (no stored copy changes place,
+   no re-read file stored rows there, every new row is kept), they are added to it as one more
+   file, and only its counts are rewritten; otherwise the date is rewritten whole, from its
+   stored rows, its new rows and those changes, as one file (which also compacts a date that
+   took several appended files).
 """
 
 from __future__ import annotations
@@ -91,11 +95,12 @@ def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start:
     new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
     if new.is_empty() and not sources:
         return Merged(0, 0, 0, 0, [])
-    dates, changes = _decide_copies(lake, new, staged.dates(), sources, window_start)
+    replaced = _dates_of_sources(lake, sources, window_start)
+    dates, changes = _decide_copies(lake, new, staged.dates() | replaced, sources, window_start)
     largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
     # Memory: a date's rows are held whole while it is rewritten; one large date at a time.
     workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
-    users = _rewrite_dates(lake, staged, dates, sources, changes, workers=workers)
+    users = _rewrite_dates(lake, staged, dates, sources, changes, replaced, workers=workers)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
     few = len(users) <= settings.MATCH_USERS_AT_MOST
     return Merged(
@@ -112,11 +117,12 @@ def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start:
 
 
 def _decide_copies(
-    lake: Lake, new: pl.DataFrame, new_dates: set[date], sources: set[str], window_start: date
+    lake: Lake, new: pl.DataFrame, dates: set[date], sources: set[str], window_start: date
 ) -> tuple[list[date], pl.DataFrame]:
-    """Steps 1 to 3: the event dates to rewrite, and the copies whose place changes (by date,
-    source and line, with `kept` now, and `new`, `clamped`, `truncated` of the new ones)."""
-    dates = _dates_of_sources(lake, sources, window_start) | new_dates
+    """Steps 1 to 3: the event dates that change (`dates`: of the new rows and of the rows
+    re-read sources stored, and any holding another copy of their records), and the copies
+    whose place changes (by date, source and line, with `kept` now, and `new`, `clamped`,
+    `truncated` of the new ones)."""
     stored = _stored_index(lake, dates)
     affected = None  # every record: all of its copies are among these dates
     if _retained_dates(lake, window_start) - dates:
@@ -217,29 +223,66 @@ def _rewrite_dates(
     dates: list[date],
     sources: set[str],
     changes: pl.DataFrame,
+    replaced: set[date],
     *,
     workers: int,
 ) -> pl.Series:
-    """Step 4: rewrite these event dates, `workers` at a time; the users with a play or stop
-    among the rows that came, went or changed place."""
+    """Step 4: add to or rewrite these event dates, `workers` at a time (`replaced`: dates
+    where re-read sources stored rows); the users with a play or stop among the rows that
+    came, went or changed place."""
     by_date = {
         day: rows.select(*VERDICTS)
         for (day,), rows in changes.partition_by("date", as_dict=True).items()
     }
     none = pl.DataFrame(schema=VERDICTS)
     verdicts = [by_date.get(day, none) for day in dates]
-    rewrite = functools.partial(_rewrite_date, lake, staged, sources=sources)
+    files = lake.partition_files(EVENTS)
+    add = [
+        day not in by_date
+        and day not in replaced
+        and len(files.get(day, [])) < settings.APPENDED_FILES_AT_MOST
+        for day in dates
+    ]
+    change = functools.partial(_change_date, lake, staged, sources=sources)
     with ThreadPoolExecutor(workers) as pool:
-        users = pool.map(rewrite, dates, verdicts)
+        users = pool.map(change, dates, verdicts, add)
         return pl.concat([pl.Series("user_id", [], pl.String), *users]).unique()
+
+
+def _change_date(
+    lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, add: bool, *, sources: set[str]
+) -> pl.Series:
+    """Add a date's new rows to it (`add`: they displace nothing), or rewrite it."""
+    if add:
+        return _add_to_date(lake, staged, day)
+    return _rewrite_date(lake, staged, day, verdicts, sources=sources)
+
+
+def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
+    """Add one event date's new rows, all kept, as one more file of it, and their counts to its
+    counts; its other rows stay where they are. The users with a play or stop among them."""
+    new = staged.rows(day).select(EVENT_COLUMNS)
+    if new.is_empty():
+        return pl.Series("user_id", [], pl.String)
+    lake.append_partition(EVENTS, day, _validated(new, Events))
+    crash_point("partition-written")
+    added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
+    counts = (
+        pl.concat([lake.read_partition(COUNTS, day, Counts), conform(added, Counts)])
+        .group_by("event", "user_id")
+        .agg(pl.col("count").sum())
+        .sort("event", "user_id")
+    )
+    lake.write_partition(COUNTS, day, conform(counts, Counts))
+    return new.filter(pl.col("event").is_in([PLAY, STOP]))["user_id"].unique()
 
 
 def _rewrite_date(
     lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, *, sources: set[str]
 ) -> pl.Series:
-    """Rewrite one event date: its stored rows but those of re-read sources, its new rows,
-    each kept or not as decided (`verdicts` by source and line; the rest keep their place).
-    The users with a play or stop among the rows that came, went or changed place."""
+    """Rewrite one event date as one file: its stored rows but those of re-read sources, its
+    new rows, each kept or not as decided (`verdicts` by source and line; the rest keep their
+    place). The users with a play or stop among the rows that came, went or changed place."""
     stored = pl.concat(
         [
             lake.read_partition(EVENTS, day, Events).with_columns(kept=pl.lit(True)),

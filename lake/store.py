@@ -15,19 +15,20 @@ Layout under the root URL (local folder or any fsspec URL such as s3://bucket/pr
                                                      what the pipeline remembers
 
 Commit protocol: data files are immutable and never overwritten; each write makes a new file
-with a fresh id. A snapshot names the one current file of every partition and state table, and
-the window start. Snapshots are numbered, `_state/snapshots/<n>.json`, the highest is current,
-and a snapshot file is only ever created, exclusively (a hard link locally, `If-None-Match: *`
-on S3): of two runs that try to write snapshot n, one fails. A run begins by claiming the next
-number with a copy of the current snapshot, before it deletes anything, and commits by creating
-the number after its claim. So a run that stalled past its lock's lease (a GC pause, a frozen
-VM, SIGSTOP) and lost the lake to another run cannot overwrite the newer snapshot when it wakes:
-the other run's claim took its number, its commit fails (LakeFencedError) and changes nothing
-visible. Only after its snapshot is current does a run delete the files it replaced. A run
-killed before that write leaves the old snapshot current, and its new files are orphans that
-the next run deletes; killed after, the new snapshot is current and the next run deletes what it
-replaced. The reader only reads files the current snapshot names, so its answers are those of
-before a run or after it, never a mix.
+with a fresh id. A snapshot names the current files of every partition (one, or more where a
+run appended rows rather than rewrite the partition: `append_partition`), the one file of each
+state table, and the window start. Snapshots are numbered, `_state/snapshots/<n>.json`, the
+highest is current, and a snapshot file is only ever created, exclusively (a hard link locally,
+`If-None-Match: *` on S3): of two runs that try to write snapshot n, one fails. A run begins by
+claiming the next number with a copy of the current snapshot, before it deletes anything, and
+commits by creating the number after its claim. So a run that stalled past its lock's lease (a
+GC pause, a frozen VM, SIGSTOP) and lost the lake to another run cannot overwrite the newer
+snapshot when it wakes: the other run's claim took its number, its commit fails
+(LakeFencedError) and changes nothing visible. Only after its snapshot is current does a run
+delete the files it replaced. A run killed before that write leaves the old snapshot current,
+and its new files are orphans that the next run deletes; killed after, the new snapshot is
+current and the next run deletes what it replaced. The reader only reads files the current
+snapshot names, so its answers are those of before a run or after it, never a mix.
 """
 
 from __future__ import annotations
@@ -149,10 +150,11 @@ def fsync_folder(folder: str) -> None:
 
 @dataclass
 class Snapshot:
-    """The current files of a lake: one per partition of each table, one per state table."""
+    """The current files of a lake: one or more per partition of each table, one per state
+    table."""
 
-    tables: dict[str, dict[str, str]] = field(default_factory=dict)
-    """table -> partition date (ISO) -> file path under the root"""
+    tables: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """table -> partition date (ISO) -> file paths under the root"""
     state: dict[str, str] = field(default_factory=dict)
     """state table name -> file path under the root"""
     window_start: str | None = None
@@ -179,7 +181,8 @@ class Snapshot:
 
     def referenced(self) -> set[str]:
         """Every file path the snapshot names."""
-        return {f for parts in self.tables.values() for f in parts.values()} | set(
+        tables = self.tables.values()
+        return {f for parts in tables for files in parts.values() for f in files} | set(
             self.state.values()
         )
 
@@ -275,7 +278,10 @@ class Lake:
         except FileNotFoundError:
             return Snapshot()
         return Snapshot(
-            value["tables"],
+            {
+                t: {d: _file_list(f) for d, f in parts.items()}
+                for t, parts in value["tables"].items()
+            },
             value["state"],
             value.get("window_start"),
             value.get("fingerprint"),
@@ -298,7 +304,7 @@ class Lake:
                     " everything but raw/ and run again."
                 )
             claim = Snapshot(
-                {t: dict(p) for t, p in current.tables.items()},
+                {t: {d: list(f) for d, f in p.items()} for t, p in current.tables.items()},
                 dict(current.state),
                 current.window_start,
                 FINGERPRINT,
@@ -415,28 +421,39 @@ class Lake:
         model: type[pa.DataFrameModel],
         columns: list[str] | None = None,
     ) -> pl.DataFrame:
-        """One partition's rows, only `columns` if given (empty, with the model's columns, if
-        there is none)."""
-        name = self._view().tables.get(table, {}).get(day.isoformat())
-        if name is None:
+        """One partition's rows, those of each of its files in turn, only `columns` if given
+        (empty, with the model's columns, if there is none)."""
+        names = self._view().tables.get(table, {}).get(day.isoformat(), [])
+        if not names:
             return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())
-        return self._read(name, columns)
+        return pl.concat([self._read(name, columns) for name in names])
 
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
-        """Replace a partition with `rows` (in the run's snapshot); no rows removes it."""
-        name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+        """Replace a partition, all its files, with one file of `rows` (in the run's
+        snapshot); no rows removes it."""
         files = self._run().tables.setdefault(table, {})
-        self._replace(files, day.isoformat(), None if rows.is_empty() else name, rows)
+        for old in files.pop(day.isoformat(), []):
+            self._run().replaced.append(old)
+        self.append_partition(table, day, rows)
+
+    def append_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
+        """Add `rows` to a partition as one more file, leaving its files as they are (in the
+        run's snapshot); no rows adds nothing."""
+        if rows.is_empty():
+            return
+        name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+        self._write_file(name, rows)
+        self._run().tables.setdefault(table, {}).setdefault(day.isoformat(), []).append(name)
 
     def delete_partition(self, table: str, day: date) -> None:
         """Remove a partition (in the run's snapshot)."""
         self.write_partition(table, day, pl.DataFrame())
 
-    def partition_files(self, table: str) -> dict[date, str]:
-        """The file of each partition of a table, by date. A file is never rewritten: a new
+    def partition_files(self, table: str) -> dict[date, list[str]]:
+        """The files of each partition of a table, by date. A file is never rewritten: a new
         write gets a new name, so what a name holds can be cached for good."""
         parts = self._view().tables.get(table, {})
-        return {date.fromisoformat(d): name for d, name in parts.items()}
+        return {date.fromisoformat(d): list(names) for d, names in parts.items()}
 
     def scan(self, table: str, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
         """A table with its `date` key as a column, from the files the snapshot names."""
@@ -446,7 +463,7 @@ class Lake:
             return pl.LazyFrame(schema=schema)
         # Polars reads object stores itself (with the options deltalake takes): lazily, so a
         # filter on `date` or a few columns read only what they need.
-        files = [self.url_of(parts[d]) for d in sorted(parts)]
+        files = [self.url_of(name) for d in sorted(parts) for name in parts[d]]
         return pl.scan_parquet(
             files,
             hive_partitioning=True,
@@ -472,21 +489,18 @@ class Lake:
     def write_state(self, name: str, rows: pl.DataFrame) -> None:
         """Replace a state table (in the run's snapshot)."""
         file = f"{STATE}/{name}-{uuid.uuid4().hex}.parquet"
-        self._replace(self._run().state, name, file, rows)
-
-    def _replace(
-        self, files: dict[str, str], key: str, file: str | None, rows: pl.DataFrame
-    ) -> None:
-        # The commit protocol's one rule: write a new file, never overwrite; the old one is
-        # deleted only once the snapshot that no longer names it is current.
-        old = files.pop(key, None)
+        old = self._run().state.pop(name, None)
         if old is not None:
             self._run().replaced.append(old)
-        if file is not None:
-            data = _parquet_bytes(rows)
-            self._write_bytes(self.path(file), data)
-            files[key] = file
-            self._run().written[file] = (len(data), len(rows))
+        self._write_file(file, rows)
+        self._run().state[name] = file
+
+    def _write_file(self, name: str, rows: pl.DataFrame) -> None:
+        # The commit protocol's one rule: write a new file, never overwrite; a file replaced
+        # is deleted only once the snapshot that no longer names it is current.
+        data = _parquet_bytes(rows)
+        self._write_bytes(self.path(name), data)
+        self._run().written[name] = (len(data), len(rows))
 
     @property
     def window_start(self) -> date | None:
@@ -575,6 +589,12 @@ class Lake:
         temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
         self.fs.pipe_file(temp, data)
         self.fs.mv(temp, target)
+
+
+def _file_list(files: str | list[str]) -> list[str]:
+    """A partition's files as a snapshot stores them (a single name: snapshots from before
+    partitions could hold several files)."""
+    return [files] if isinstance(files, str) else list(files)
 
 
 def _on_disk_aside(folder: str, data: bytes) -> str:

@@ -76,7 +76,7 @@ def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
     lake = Lake(lake_url).begin()
     lake.write_partition(table, date(2025, 1, 1), pl.DataFrame({"x": [1]}))
     lake.commit()
-    (name,) = lake.current().tables[table].values()
+    ((name,),) = lake.current().tables[table].values()
     lake.fs.pipe_file(lake.path(name), b"not parquet")
     with caplog.at_level(logging.ERROR, logger="track.reader"):
         assert query("2025-01-01", "2025-01-31", lake=lake_url) == {

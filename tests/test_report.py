@@ -169,7 +169,8 @@ def test_a_failing_store_is_named_and_exits_1(tmp_path, capsys):
     lake = str(tmp_path / "lake")
     _lake_of_two_days(lake)
     store = Lake(lake)
-    for name in store.current().tables["counts"].values():
+    for names in store.current().tables["counts"].values():
+        (name,) = names
         store.fs.pipe_file(store.path(name), b"not parquet")
     out = tmp_path / "report.html"
     query = ["--start-date", "2025-03-01", "--end-date", "2025-03-09", "--out", str(out)]

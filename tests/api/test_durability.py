@@ -167,9 +167,11 @@ def test_each_file_moved_is_a_prefect_event_that_triggers_the_deployment(tmp_pat
     assert event.payload == {"path": f"raw/{moved}", "bytes": len(raw_files(lake)[moved])}
 
     def runs() -> list:
+        # Other tests of this worker serve the same deployment (by name) on their own lakes.
         only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
         with get_client(sync_client=True) as client:
-            return client.read_flow_runs(deployment_filter=only)
+            found = client.read_flow_runs(deployment_filter=only)
+        return [run for run in found if run.parameters.get("lake") == lake]
 
     wait_for(runs, timeout=30, what="a run of the deployment")
     (run,) = runs()
