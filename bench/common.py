@@ -63,9 +63,11 @@ def fresh_lake(source: Path | None, name: str) -> Path:
     return lake
 
 
-def add_files(lake: Path, events: int, files: int, *, first: int, seed: int) -> None:
-    """Drop new generated files into an existing lake's raw/."""
-    generate.write(lake, events, files, seed=seed, first=first)
+def add_files(
+    lake: Path, events: int, files: int, *, first: int, seed: int, spread: bool = False
+) -> None:
+    """Drop new generated files into an existing lake's raw/ (`spread`: each over all days)."""
+    generate.write(lake, events, files, seed=seed, first=first, spread=spread)
 
 
 @dataclass

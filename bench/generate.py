@@ -20,19 +20,29 @@ START = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def write(
-    lake: Path, events: int, files: int, *, seed: int = 7, days: int = 28, first: int = 0
+    lake: Path,
+    events: int,
+    files: int,
+    *,
+    seed: int = 7,
+    days: int = 28,
+    first: int = 0,
+    spread: bool = False,
 ) -> None:
-    """Write `events` events in `files` NDJSON files under lake/raw/, numbered from `first`."""
+    """Write `events` events in `files` NDJSON files under lake/raw/, numbered from `first`.
+    Each file's events are of its day, or with `spread` of all the days (a late upload or a
+    backfill: the file is in the last day's folder)."""
     rng = random.Random(seed)
     per_file, extra = divmod(events, files)
     for number in range(first, first + files):
-        day = START + timedelta(days=number % days)
+        day = START + timedelta(days=days - 1 if spread else number % days)
+        since, span = (START, days * 86_400_000) if spread else (day, 86_400_000)
         folder = lake / "raw" / f"date={day.date().isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"part-{number:05d}.ndjson"
         with open(path, "w") as out:
             for _ in range(per_file + (1 if number - first < extra else 0)):
-                moment = day + timedelta(milliseconds=rng.randrange(86_400_000))
+                moment = since + timedelta(milliseconds=rng.randrange(span))
                 metadata = {
                     "device": rng.choice(["ios", "android", "web"]),
                     "track": f"t-{rng.randrange(5000)}",

@@ -16,6 +16,7 @@ from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
 from track import reader
 from track.errors import LakeFormatError
 from track.flows.pipeline import pipeline
+from track.lake.delta import storage_options
 from track.lake.store import MANIFEST, Lake
 from track.schemas.tables import Events, Manifest
 
@@ -503,3 +504,61 @@ def test_copies_of_a_clamped_record_stay_duplicates_when_their_date_changes(lake
     assert (report["accepted"], report["duplicates"]) == (1, 0)
     counted = reader.metrics(d(30), d(0), "month", "u", lake=lake_url)["data"]
     assert sum(row.get("play", 0) for row in counted) == 1
+
+
+def test_new_rows_that_displace_nothing_are_added_as_a_file_and_compacted_later(
+    lake_url, monkeypatch
+):
+    monkeypatch.setattr(track.settings, "APPENDED_FILES_AT_MOST", 3)
+    lake = Lake(lake_url)
+
+    def event_files() -> list[str]:
+        return lake.partition_files("events").get(TODAY.date() - timedelta(days=3), [])
+
+    first_file = ndjson(ev("play", "u", day(3, 1)), ev("seek", "v", day(3, 2)))
+    drop(lake_url, f"date={d(3)}/a.ndjson", first_file)
+    run(lake_url)
+    (first,) = event_files()
+    # A later file of the same date: the stored file stays, the new rows are one more file,
+    # and they complete a session with the stored play.
+    later = ndjson(ev("stop", "u", day(3, 3)), ev("seek", "v", day(3, 4)))
+    drop(lake_url, f"date={d(3)}/b.ndjson", later)
+    assert run(lake_url)["accepted"] == 2
+    assert event_files()[0] == first and len(event_files()) == 2
+    drop(lake_url, f"date={d(3)}/c.ndjson", ndjson(ev("seek", "w", day(3, 5))))
+    run(lake_url)
+    assert event_files()[:2] == [first, event_files()[1]] and len(event_files()) == 3
+    metrics, sessions = answers(lake_url, d(3), d(3))
+    assert metrics == [{"date": d(3), "play": 1, "seek": 3, "stop": 1}]
+    assert sessions == [
+        {"date": d(3), "totalDuration": 7200, "sessionCount": 1, "averageDuration": 7200}
+    ]
+    # The counts stay one row per date, event and user, for readers of the Delta table.
+    counts = pl.read_delta(lake.url_of("counts"), storage_options=storage_options(lake_url))
+    assert counts.sort("event", "user_id").select("event", "user_id", "count").rows() == [
+        ("play", "u", 1),
+        ("seek", "v", 2),
+        ("seek", "w", 1),
+        ("stop", "u", 1),
+    ]
+    # A fourth file would make four: the date is rewritten as one file.
+    drop(lake_url, f"date={d(3)}/d.ndjson", ndjson(ev("seek", "w", day(3, 6))))
+    run(lake_url)
+    (compacted,) = event_files()
+    assert compacted != first
+    assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "play": 1, "seek": 4, "stop": 1}]
+    assert len(pl.read_delta(lake.url_of("events"), storage_options=storage_options(lake_url))) == 6
+
+
+def test_a_new_copy_of_a_stored_record_rewrites_its_date_as_one_file(lake_url):
+    lake = Lake(lake_url)
+    record = ev("play", "u", day(3, 1))
+    drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(record))
+    drop(lake_url, f"date={d(3)}/b.ndjson", ndjson(ev("seek", "u", day(3, 2))))
+    run(lake_url)
+    drop(lake_url, f"date={d(3)}/c.ndjson", ndjson(record, ev("like", "u", day(3, 3))))
+    report = run(lake_url)
+    assert (report["accepted"], report["duplicates"]) == (1, 1)
+    assert len(lake.partition_files("events")[TODAY.date() - timedelta(days=3)]) == 1
+    assert len(lake.partition_files("duplicates")[TODAY.date() - timedelta(days=3)]) == 1
+    assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "like": 1, "play": 1, "seek": 1}]

@@ -1,0 +1,56 @@
+"""Figure 10: an incremental run costs what is new, not what the lake holds. On a lake holding
+1 million events in its window (the floor) and on one holding 8 million, the marginal time of
+a run that finds one new file of 20,000 events, all of one day, and of one whose events are
+spread over every day of the window (a late upload or a backfill); ratio large / small for
+each (target: at most 1.5). Each kind is run `--repeat` times (a new file each time) and the
+fastest counted.
+
+    python bench/lake_size.py [--events N] [--small N] [--files N] [--new N] [--repeat N]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common import add_files, arguments, empty_run, fresh_lake, inputs, record, track_run, verdict
+
+KINDS = ("one day", "every day")
+
+
+def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str, float]:
+    """The fastest run of each kind of new file on a lake of `events` events (seconds)."""
+    lake = fresh_lake(inputs(events, files), f"lake-size-{events}")
+    track_run(lake)
+    fastest = dict.fromkeys(KINDS, float("inf"))
+    number = files
+    for attempt in range(repeat):
+        for kind in KINDS:
+            seed = 1000 + 2 * attempt + KINDS.index(kind)
+            add_files(lake, new, 1, first=number, seed=seed, spread=kind == "every day")
+            number += 1
+            run = track_run(lake)
+            assert (run.report["files"], run.report["lines"]) == (1, new), run.report
+            fastest[kind] = min(fastest[kind], run.seconds)
+    return fastest
+
+
+def main() -> None:
+    args = arguments(__doc__, events=8_000_000, small=1_000_000, files=28, new=20_000, repeat=2)
+    empty = empty_run()
+    small = incremental_runs(args.small, args.files, args.new, args.repeat)
+    large = incremental_runs(args.events, args.files, args.new, args.repeat)
+    lines = [f"empty run {empty.seconds:.1f} s; one new file of {args.new:,} events"]
+    figures: dict[str, Any] = {"empty_s": empty.seconds}
+    for kind in KINDS:
+        small_s, large_s = small[kind] - empty.seconds, large[kind] - empty.seconds
+        ratio = large_s / small_s
+        lines.append(
+            f"{kind:<9}: marginal {small_s:.2f} s on {args.small:,} events,"
+            f" {large_s:.2f} s on {args.events:,}: {ratio:.2f}x: {verdict(ratio, 1.5)}"
+        )
+        figures[kind] = {"small_s": small_s, "large_s": large_s, "ratio": ratio}
+    record("lake_size", lines, figures)
+
+
+if __name__ == "__main__":
+    main()
