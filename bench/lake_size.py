@@ -2,8 +2,10 @@
 1 million events in its window (the floor) and on one holding 8 million, the marginal time of
 a run that finds one new file of 20,000 events, all of one day, and of one whose events are
 spread over every day of the window (a late upload or a backfill); ratio large / small for
-each (target: at most 1.5). Each kind is run `--repeat` times (a new file each time) and the
-fastest counted.
+each (target: at most 1.5). Marginal here is the run's own time (the steps of its report's
+`seconds`) less an empty-lake run's: a Prefect server's start-up, seconds that vary from run to
+run, is left out of both. Each kind is run `--repeat` times (a new file each time) and the
+fastest counted; the steps of the fastest are printed.
 
     python bench/lake_size.py [--events N] [--small N] [--files N] [--new N] [--repeat N]
 """
@@ -12,16 +14,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from common import add_files, arguments, empty_run, fresh_lake, inputs, record, track_run, verdict
+from common import (
+    Run,
+    add_files,
+    arguments,
+    empty_run,
+    fresh_lake,
+    inputs,
+    record,
+    track_run,
+    verdict,
+)
 
 KINDS = ("one day", "every day")
 
 
-def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str, float]:
-    """The fastest run of each kind of new file on a lake of `events` events (seconds)."""
+def work(run: Run) -> float:
+    """The seconds of a run's steps (its process's start-up and Prefect's left out)."""
+    return float(sum(run.report["seconds"].values()))
+
+
+def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str, Run]:
+    """The fastest run of each kind of new file on a lake of `events` events."""
     lake = fresh_lake(inputs(events, files), f"lake-size-{events}")
     track_run(lake)
-    fastest = dict.fromkeys(KINDS, float("inf"))
+    fastest: dict[str, Run] = {}
     number = files
     for attempt in range(repeat):
         for kind in KINDS:
@@ -30,7 +47,8 @@ def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str
             number += 1
             run = track_run(lake)
             assert (run.report["files"], run.report["lines"]) == (1, new), run.report
-            fastest[kind] = min(fastest[kind], run.seconds)
+            if kind not in fastest or work(run) < work(fastest[kind]):
+                fastest[kind] = run
     return fastest
 
 
@@ -39,16 +57,30 @@ def main() -> None:
     empty = empty_run()
     small = incremental_runs(args.small, args.files, args.new, args.repeat)
     large = incremental_runs(args.events, args.files, args.new, args.repeat)
-    lines = [f"empty run {empty.seconds:.1f} s; one new file of {args.new:,} events"]
-    figures: dict[str, Any] = {"empty_s": empty.seconds}
+    lines = [
+        f"empty run {work(empty):.2f} s of steps ({empty.seconds:.1f} s in all);"
+        f" one new file of {args.new:,} events"
+    ]
+    figures: dict[str, Any] = {"empty_s": work(empty), "empty_process_s": empty.seconds}
     for kind in KINDS:
-        small_s, large_s = small[kind] - empty.seconds, large[kind] - empty.seconds
+        small_s, large_s = work(small[kind]) - work(empty), work(large[kind]) - work(empty)
         ratio = large_s / small_s
         lines.append(
             f"{kind:<9}: marginal {small_s:.2f} s on {args.small:,} events,"
             f" {large_s:.2f} s on {args.events:,}: {ratio:.2f}x: {verdict(ratio, 1.5)}"
         )
-        figures[kind] = {"small_s": small_s, "large_s": large_s, "ratio": ratio}
+        for size, run in ((args.small, small[kind]), (args.events, large[kind])):
+            steps = ", ".join(f"{k} {v:.2f}" for k, v in run.report["seconds"].items())
+            lines.append(f"    {size:>9,} events: {steps} (process {run.seconds:.1f} s)")
+        figures[kind] = {
+            "small_s": small_s,
+            "large_s": large_s,
+            "ratio": ratio,
+            "steps": {
+                "small": small[kind].report["seconds"],
+                "large": large[kind].report["seconds"],
+            },
+        }
     record("lake_size", lines, figures)
 
 

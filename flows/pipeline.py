@@ -294,7 +294,7 @@ def _locked_run(
     progress.step("commit")
     deleted += retried(commit, config.retry_delays)(store, window_start, run_id)
     progress.finished()
-    return run_report(
+    report = run_report(
         run_id,
         now,
         window_start,
@@ -304,6 +304,8 @@ def _locked_run(
         deleted=deleted,
         ignored=ignored,
     )
+    report.seconds = progress.seconds
+    return report
 
 
 DEPLOYMENT = "track"

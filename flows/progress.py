@@ -78,6 +78,9 @@ class RunProgress:
         self._artifact = artifact
         self._published = 0.0
         self._lock = threading.Lock()
+        self._began = time.monotonic()
+        self.seconds: dict[str, float] = {}
+        """The seconds each step took, once it ended (for the run report)."""
 
     @classmethod
     @contextmanager
@@ -116,10 +119,17 @@ class RunProgress:
 
     def step(self, name: str) -> None:
         """The run begins a later step (one of STEPS)."""
+        self._ended()
         self._change(force=True, step=name)
 
     def finished(self) -> None:
+        self._ended()
         self._change(force=True, done=True)
+
+    def _ended(self) -> None:
+        moment = time.monotonic()
+        self.seconds[self.now.step] = round(moment - self._began, 3)
+        self._began = moment
 
     def _change(self, *, force: bool = False, **fields: Any) -> None:
         with self._lock:

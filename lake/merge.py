@@ -30,6 +30,7 @@ from track import settings
 from track.lake.faults import crash_point
 from track.lake.ingest import FileResult, Staged
 from track.lake.store import (
+    CLAMPED,
     COUNTS,
     DUPLICATES,
     EVENTS,
@@ -42,6 +43,7 @@ from track.lake.store import (
 )
 from track.schemas.tables import (
     UTC_MS,
+    Clamped,
     Counts,
     Duplicates,
     Events,
@@ -96,11 +98,15 @@ def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start:
     if new.is_empty() and not sources:
         return Merged(0, 0, 0, 0, [])
     replaced = _dates_of_sources(lake, sources, window_start)
-    dates, changes = _decide_copies(lake, new, staged.dates() | replaced, sources, window_start)
+    clamped = _clamped_index(lake, window_start)
+    dates, changes = _decide_copies(
+        lake, new, staged.dates(), replaced, sources, window_start, clamped
+    )
     largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
     # Memory: a date's rows are held whole while it is rewritten; one large date at a time.
     workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
     users = _rewrite_dates(lake, staged, dates, sources, changes, replaced, workers=workers)
+    _update_clamped_index(lake, clamped, new, window_start)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
     few = len(users) <= settings.MATCH_USERS_AT_MOST
     return Merged(
@@ -117,23 +123,28 @@ def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start:
 
 
 def _decide_copies(
-    lake: Lake, new: pl.DataFrame, dates: set[date], sources: set[str], window_start: date
+    lake: Lake,
+    new: pl.DataFrame,
+    new_dates: set[date],
+    replaced: set[date],
+    sources: set[str],
+    window_start: date,
+    clamped: pl.DataFrame,
 ) -> tuple[list[date], pl.DataFrame]:
-    """Steps 1 to 3: the event dates that change (`dates`: of the new rows and of the rows
-    re-read sources stored, and any holding another copy of their records), and the copies
-    whose place changes (by date, source and line, with `kept` now, and `new`, `clamped`,
-    `truncated` of the new ones)."""
-    stored = _stored_index(lake, dates)
-    affected = None  # every record: all of its copies are among these dates
-    if _retained_dates(lake, window_start) - dates:
-        # A clamped timestamp can store a copy of a record under another date than its other
-        # copies. So only the records this run can change (with a new copy, or a copy of a
-        # re-read file) are decided again, with every copy of theirs, wherever it is stored.
-        replaced = stored.filter(pl.col("source").is_in(sources))
-        affected = pl.concat([new.select(RECORD_KEY), replaced.select(RECORD_KEY)]).unique()
-        elsewhere = _dates_holding(lake, affected, window_start) - dates
-        stored = pl.concat([stored, _stored_index(lake, elsewhere)])
-        dates |= elsewhere
+    """Steps 1 to 3: the event dates that change (those of the new rows, those where re-read
+    sources stored rows, `replaced`, and any where a copy changes place), and the copies whose
+    place changes (by date, source and line, with `kept` now, and `new`, `clamped`, `truncated`
+    of the new ones).
+
+    Only the records this run can change are decided again: those with a new copy or a copy
+    of a re-read file, with every copy of theirs, wherever it is stored (a clamped timestamp
+    can store one under another date than its other copies). Every other copy keeps its
+    place, so of the other rows only the record keys are read."""
+    retained = _retained_dates(lake, window_start)
+    reread = _stored_index(lake, replaced).filter(pl.col("source").is_in(sources))
+    affected = pl.concat([new.select(RECORD_KEY), reread.select(RECORD_KEY)]).unique()
+    holding = (_dates_holding(affected, clamped) | new_dates | replaced) & retained
+    stored = _stored_index(lake, holding, of=affected)
     copies = pl.concat(
         [
             new.select(*INDEX, "date", "clamped", "truncated", was_kept=True, new=True),
@@ -143,7 +154,8 @@ def _decide_copies(
         ]
     )
     decided = _decide(copies, affected, lake.read_state(TOMBSTONES, Tombstones))
-    return sorted(dates), decided.filter(pl.col("kept") != pl.col("was_kept"))
+    changes = decided.filter(pl.col("kept") != pl.col("was_kept"))
+    return sorted(new_dates | replaced | set(changes["date"].to_list())), changes
 
 
 def _retained_dates(lake: Lake, window_start: date) -> set[date]:
@@ -152,31 +164,59 @@ def _retained_dates(lake: Lake, window_start: date) -> set[date]:
     return {d for d in stored if d >= window_start}
 
 
-def _stored_index(lake: Lake, days: set[date]) -> pl.DataFrame:
-    """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`."""
+def _stored_index(lake: Lake, days: set[date], *, of: pl.DataFrame | None = None) -> pl.DataFrame:
+    """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`;
+    only the copies of the record keys `of`, if given (then a partition holding none of them
+    is read for its keys only)."""
     frames = [pl.DataFrame(schema={**INDEX_SCHEMA, "date": pl.Date, "kept": pl.Boolean})]
     for day in sorted(days):
         for table, model, kept in ((EVENTS, Events, True), (DUPLICATES, Duplicates, False)):
+            if of is not None:
+                keys = lake.read_partition(table, day, model, columns=RECORD_KEY)
+                if keys.join(of, on=RECORD_KEY, how="semi").is_empty():
+                    continue
             rows = lake.read_partition(table, day, model, columns=INDEX)
+            if of is not None:
+                rows = rows.join(of, on=RECORD_KEY, how="semi")
             frames.append(rows.with_columns(date=pl.lit(day), kept=pl.lit(kept)))
     return pl.concat(frames)
 
 
-def _dates_holding(lake: Lake, keys: pl.DataFrame, window_start: date) -> set[date]:
-    """Retained event dates holding a copy of any of these record keys."""
-    found: set[date] = set()
-    for table, model in ((EVENTS, Events), (DUPLICATES, Duplicates)):
-        hits = (
-            lake.scan(table, model)
-            .filter(pl.col("date") >= window_start)
-            .select(*RECORD_KEY, "date")
-            .join(keys.lazy(), on=RECORD_KEY, how="semi")
-            .select("date")
-            .unique()
-            .collect()
-        )
-        found.update(hits["date"].to_list())
-    return found
+def _dates_holding(keys: pl.DataFrame, clamped: pl.DataFrame) -> set[date]:
+    """Event dates that may hold a copy of any of these record keys: the date of its `sent_at`,
+    where every copy whose timestamp was not clamped is stored, and the dates the clamped index
+    lists for it (a clamped copy is stored under the earlier date it was received)."""
+    own = keys.select(pl.col("sent_at").dt.date().unique())["sent_at"]
+    elsewhere = clamped.join(keys, on=RECORD_KEY, how="semi")["date"].unique()
+    return set(own.to_list()) | set(elsewhere.to_list())
+
+
+def _clamped_index(lake: Lake, window_start: date) -> pl.DataFrame:
+    """Where the retained copies with a clamped timestamp are (Clamped); made from the tables
+    once, for a lake from before the index was kept."""
+    if lake.has_state(CLAMPED):
+        return lake.read_state(CLAMPED, Clamped)
+    frames = [
+        lake.scan(table, model)
+        .filter(pl.col("date") >= window_start, pl.col("timestamp") < pl.col("sent_at"))
+        .select(*RECORD_KEY, "date")
+        .collect()
+        for table, model in ((EVENTS, Events), (DUPLICATES, Duplicates))
+    ]
+    return conform(pl.concat(frames), Clamped)
+
+
+def _update_clamped_index(
+    lake: Lake, index: pl.DataFrame, new: pl.DataFrame, window_start: date
+) -> None:
+    """Add the new copies with a clamped timestamp (all are stored: kept or duplicates) and
+    drop the dates that left the window; written only when that changes it."""
+    added = new.filter("clamped").select(*RECORD_KEY, "date")
+    kept = index.filter(pl.col("date") >= window_start)
+    if added.is_empty() and len(kept) == len(index) and lake.has_state(CLAMPED):
+        return
+    rows = pl.concat([kept, conform(added, Clamped)]).unique().sort("date", *RECORD_KEY)
+    lake.write_state(CLAMPED, Clamped.validate(rows))
 
 
 def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[date]:
@@ -186,11 +226,9 @@ def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[
     return {d for ds in listed for d in ds if d >= window_start}
 
 
-def _decide(
-    copies: pl.DataFrame, affected: pl.DataFrame | None, tombstones: pl.DataFrame
-) -> pl.DataFrame:
+def _decide(copies: pl.DataFrame, affected: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
     """Which copies are kept, for the copies whose place may change: of a record `affected`
-    (by key; None: any), one with several copies, a tombstoned one, or a copy not kept before.
+    (by key), one with several copies, a tombstoned one, or a copy not kept before.
     Every other copy keeps its place: an unaffected record's kept copy may be stored under a
     date that is not among `copies` (a clamped timestamp), so its copies here are never
     decided without it."""
@@ -203,8 +241,7 @@ def _decide(
         copies = copies.with_columns(gone=False)
     several = _record_mix().is_duplicated()  # may over-select: deduplicate compares whole keys
     candidates = copies.filter(several | pl.col("gone") | ~pl.col("was_kept")).drop("gone")
-    if affected is not None:
-        candidates = candidates.join(affected, on=RECORD_KEY, how="semi")
+    candidates = candidates.join(affected, on=RECORD_KEY, how="semi")
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 
@@ -259,21 +296,26 @@ def _change_date(
 
 
 def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
-    """Add one event date's new rows, all kept, as one more file of it, and their counts to its
-    counts; its other rows stay where they are. The users with a play or stop among them."""
+    """Add one event date's new rows, all kept, as one more file of it, and their counts as one
+    more file of its counts; its other rows stay where they are (a date's counts that reach
+    APPENDED_FILES_AT_MOST files are summed into one). The users with a play or stop among
+    the new rows."""
     new = staged.rows(day).select(EVENT_COLUMNS)
     if new.is_empty():
         return pl.Series("user_id", [], pl.String)
     lake.append_partition(EVENTS, day, _validated(new, Events))
     crash_point("partition-written")
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
-    counts = (
-        pl.concat([lake.read_partition(COUNTS, day, Counts), conform(added, Counts)])
-        .group_by("event", "user_id")
-        .agg(pl.col("count").sum())
-        .sort("event", "user_id")
-    )
-    lake.write_partition(COUNTS, day, conform(counts, Counts))
+    if len(lake.partition_files(COUNTS).get(day, [])) < settings.APPENDED_FILES_AT_MOST:
+        lake.append_partition(COUNTS, day, conform(added, Counts))
+    else:
+        counts = (
+            pl.concat([lake.read_partition(COUNTS, day, Counts), conform(added, Counts)])
+            .group_by("event", "user_id")
+            .agg(pl.col("count").sum())
+            .sort("event", "user_id")
+        )
+        lake.write_partition(COUNTS, day, conform(counts, Counts))
     return new.filter(pl.col("event").is_in([PLAY, STOP]))["user_id"].unique()
 
 

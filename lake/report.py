@@ -33,14 +33,16 @@ class RunReport:
     ignored: list[str] = field(default_factory=list)
     waited_for_lock: float = 0.0
     skipped: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    """The time each step of the run took (flows.progress.STEPS), where a run's time goes."""
 
     def markdown(self) -> str:
         """The report as a Markdown table, for the Prefect artifact."""
-        rows = [
-            (k, v) for k, v in asdict(self).items() if k not in ("quarantined_by_reason", "ignored")
-        ]
+        listed = ("quarantined_by_reason", "ignored", "seconds")
+        rows = [(k, v) for k, v in asdict(self).items() if k not in listed]
         rows += [(f"quarantined: {k}", v) for k, v in self.quarantined_by_reason.items()]
         rows += [("ignored", ", ".join(self.ignored) or "none")]
+        rows += [(f"seconds: {k}", v) for k, v in self.seconds.items()]
         return "| item | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
 

@@ -11,7 +11,8 @@ Layout under the root URL (local folder or any fsspec URL such as s3://bucket/pr
     sessions/date=D/part-<id>.parquet                sessions, by date of their play
     runs/<run_id>.json                               one run report per run
     _state/snapshots/<n>.json                        the commit point (see below)
-    _state/files-<id>.parquet, tombstones-<id>.parquet, replaced-<id>.parquet
+    _state/files-<id>.parquet, tombstones-<id>.parquet, replaced-<id>.parquet,
+          clamped-<id>.parquet
                                                      what the pipeline remembers
 
 Commit protocol: data files are immutable and never overwritten; each write makes a new file
@@ -66,6 +67,8 @@ TOMBSTONES = "tombstones"
 """The state table of the keys of counted records whose kept copy expired."""
 REPLACED = "replaced"
 """The state table of bytes raw files held before they were replaced (ReplacedBytes)."""
+CLAMPED = "clamped"
+"""The state table of where copies with a clamped timestamp are stored (Clamped)."""
 LEGACY_POINTER = "snapshot.json"
 """The single pointer lakes had before snapshots were numbered: read as snapshot 0."""
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -477,6 +480,10 @@ class Lake:
         """A state table of the snapshot (empty with the model's columns if there is none)."""
         file = self._view().state.get(name)
         return self._read(file) if file else pl.DataFrame(schema=polars_schema(model))
+
+    def has_state(self, name: str) -> bool:
+        """Whether the snapshot holds a state table (lakes made before it was kept do not)."""
+        return name in self._view().state
 
     def read_manifest(self) -> pl.DataFrame:
         """The manifest of raw files read (schemas.tables.Manifest). One written before files'

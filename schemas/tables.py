@@ -63,7 +63,10 @@ class Quarantine(pa.DataFrameModel):
 
 
 class Counts(pa.DataFrameModel):
-    """`counts/`: accepted events per UTC date (partition), event name and user."""
+    """`counts/`: accepted events per UTC date (partition), event name and user. A date, event
+    and user may have a row in more than one file of a date (a run that adds events to a date
+    adds their counts as a file; at most APPENDED_FILES_AT_MOST files, then they are summed into
+    one): their counts add up, so sum `count` by date, event and user."""
 
     event: str
     user_id: str
@@ -140,6 +143,21 @@ class ReplacedBytes(pa.DataFrameModel):
 
     sha256: str = pa.Field(unique=True)
     received_at: Instant
+
+    class Config:
+        strict = True
+
+
+class Clamped(pa.DataFrameModel):
+    """`_state/clamped-<id>.parquet`: the record key of each stored copy (event or duplicate)
+    whose timestamp was clamped, with the date it is stored under. Every other copy of a record
+    is stored under the date of its `sent_at`: with these, the merge knows every date that may
+    hold a copy of a record without reading the lake. An entry may outlive its copy (a file
+    replaced): that only makes the merge read a date for nothing."""
+
+    fingerprint: pl.Int64
+    sent_at: Instant
+    date: pl.Date
 
     class Config:
         strict = True

@@ -16,9 +16,10 @@ from tests.lakes import SPEC_REPORT_KEYS, drop, ndjson
 from track import reader
 from track.errors import LakeFormatError
 from track.flows.pipeline import pipeline
+from track.flows.progress import STEPS
 from track.lake.delta import storage_options
-from track.lake.store import MANIFEST, Lake
-from track.schemas.tables import Events, Manifest
+from track.lake.store import CLAMPED, MANIFEST, Lake
+from track.schemas.tables import Clamped, Events, Manifest
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -398,6 +399,10 @@ def test_the_report_is_stored_in_the_lake_and_published_as_an_artifact(lake_url)
     assert artifact is not None
     assert f"| run_id | {report['run_id']} |" in artifact.data
     assert "| quarantined: invalid_json | 1 |" in artifact.data
+    # Where the run's time went, step by step.
+    assert list(report["seconds"]) == list(STEPS)
+    assert all(seconds >= 0 for seconds in report["seconds"].values())
+    assert f"| seconds: merge | {report['seconds']['merge']} |" in artifact.data
 
 
 def test_a_run_with_nothing_new_changes_nothing(lake_url):
@@ -487,10 +492,13 @@ def test_a_lake_fingerprinted_by_another_version_is_refused_untouched(lake_url):
     assert reader.metrics(d(2), d(2), lake=lake_url) == before
 
 
-def test_copies_of_a_clamped_record_stay_duplicates_when_their_date_changes(lake_url):
+@pytest.mark.parametrize("index", ["kept", "made again"])
+def test_copies_of_a_clamped_record_stay_duplicates_when_their_date_changes(lake_url, index):
     # A future timestamp is clamped to each copy's received_at, so the copies of one record
     # lie under different dates. A later run that rewrites the date of the duplicates (for
     # another event) must not decide them without their kept copy: once, one was promoted.
+    # The merge finds the other dates in the index of clamped copies, which a lake from before
+    # it was kept makes again from its tables.
     future = (TODAY + timedelta(days=400)).isoformat().replace("+00:00", "Z")
     record = ev("play", "u", future)
     drop(lake_url, f"date={d(9)}/a.ndjson", ndjson(record), modified=TODAY - timedelta(days=9))
@@ -498,6 +506,16 @@ def test_copies_of_a_clamped_record_stay_duplicates_when_their_date_changes(lake
     again = ndjson(record, record)
     drop(lake_url, f"date={d(2)}/b.ndjson", again, modified=TODAY - timedelta(days=2))
     assert run(lake_url)["duplicates"] == 2
+    store = Lake(lake_url)
+    copies = pl.concat([store.scan(t, Events).collect() for t in ("events", "duplicates")])
+    assert copies["timestamp"].lt(copies["sent_at"]).all()  # all three copies were clamped
+    listed = store.read_state(CLAMPED, Clamped)
+    assert listed["date"].to_list() == copies["date"].unique().sort().to_list()
+    if index == "made again":
+        store.begin()
+        assert store.run is not None
+        del store.run.state[CLAMPED]
+        store.commit()
     other = ndjson(ev("stop", "v", day(2, 13)))
     drop(lake_url, f"date={d(2)}/c.ndjson", other, modified=TODAY - timedelta(days=1))
     report = run(lake_url)
@@ -533,21 +551,28 @@ def test_new_rows_that_displace_nothing_are_added_as_a_file_and_compacted_later(
     assert sessions == [
         {"date": d(3), "totalDuration": 7200, "sessionCount": 1, "averageDuration": 7200}
     ]
-    # The counts stay one row per date, event and user, for readers of the Delta table.
-    counts = pl.read_delta(lake.url_of("counts"), storage_options=storage_options(lake_url))
-    assert counts.sort("event", "user_id").select("event", "user_id", "count").rows() == [
+
+    # Their counts are added as files too: a reader of the Delta table sums them.
+    def counts() -> list[tuple]:
+        rows = pl.read_delta(lake.url_of("counts"), storage_options=storage_options(lake_url))
+        return rows.sort("event", "user_id", "count").select("event", "user_id", "count").rows()
+
+    split = [
         ("play", "u", 1),
-        ("seek", "v", 2),
+        ("seek", "v", 1),
+        ("seek", "v", 1),
         ("seek", "w", 1),
         ("stop", "u", 1),
     ]
-    # A fourth file would make four: the date is rewritten as one file.
+    assert counts() == split
+    # A fourth file would make four: the date is rewritten as one file, its counts summed.
     drop(lake_url, f"date={d(3)}/d.ndjson", ndjson(ev("seek", "w", day(3, 6))))
     run(lake_url)
     (compacted,) = event_files()
     assert compacted != first
     assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "play": 1, "seek": 4, "stop": 1}]
     assert len(pl.read_delta(lake.url_of("events"), storage_options=storage_options(lake_url))) == 6
+    assert counts() == [("play", "u", 1), ("seek", "v", 2), ("seek", "w", 2), ("stop", "u", 1)]
 
 
 def test_a_new_copy_of_a_stored_record_rewrites_its_date_as_one_file(lake_url):
