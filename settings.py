@@ -91,6 +91,8 @@ MERGE_WORKERS = 2
 MERGE_PARALLEL_ROWS = 250_000
 """A run with a date of more new rows than this rewrites its dates one at a time (a date's
 rows are held whole while it is rewritten)."""
+SESSION_SHARDS = 8
+"""Shards of users whose sessions are matched as tasks of their own on a Dask cluster."""
 APPENDED_FILES_AT_MOST = 8
 """An event date takes a run's new rows as one more file when they displace nothing, up to this
 many files; the next run that changes it rewrites it as one (compaction)."""

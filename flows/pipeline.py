@@ -2,21 +2,28 @@
 layer (`track.lake`), retried where it does I/O; the flow takes the lake's lock, calls the steps
 in order and reports.
 
-The ingest tasks take the lake's URL, so they can run on a Dask cluster; the other steps take
-the `Lake` that holds the run's private snapshot (its claim, `Lake.begin`): they run in the
-flow's own process, one after another, and only the commit makes their writes visible.
+The steps take the `Lake` that holds the run's private snapshot (its claim, `Lake.begin`): they
+run in the flow's own process, one after another, and only the commit makes their writes
+visible. Their heavy parts (the ingest batches, the rewrite of each event date, the sessions of
+each shard of users) are calls that can run anywhere: on the flow's threads, or with `--dask`
+as tasks on a Dask cluster, each on a fork of the run's lake (`Lake.fork`) whose changes the
+step takes back. A step that fails leaves the run's snapshot as it found it, so its retry
+starts again from there.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 from prefect import Task, flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.futures import as_completed
@@ -35,6 +42,7 @@ from track.lake.ingest import BatchResult, FilePlan, Staged, counted_files, stag
 from track.lake.lock import LakeLock
 from track.lake.merge import (
     Merged,
+    Spread,
     count_sessions,
     merge_events,
     merge_quarantine,
@@ -108,25 +116,66 @@ def drop_expired_events(lake: Lake, window_start: date) -> int:
     return expire_events(lake, window_start=window_start)
 
 
+CLUSTERS: dict[str, Spread] = {}
+"""The Dask cluster of each run of this process that has one, by run id, as a Spread. Not a
+task parameter: the context of a task, parameters included, travels with each task it submits."""
+
+
 @storage_task
 def merge(lake: Lake, results: list[BatchResult], window_start: date, run_id: str) -> Merged:
-    """Fold the staged rows into events, duplicates, counts, quarantine and the manifest."""
+    """Fold the staged rows into events, duplicates, counts, quarantine and the manifest (each
+    event date a task on the run's Dask cluster, if it has one)."""
+    spread = CLUSTERS.get(run_id)
     files = counted_files(results)
     sources = {f.path for f in files if not f.unchanged}
-    staged = Staged.of(lake, run_id, results)
-    merged = merge_events(lake, staged, sources=sources, window_start=window_start)
-    merge_quarantine(lake, staged.rejected(), sources=sources, window_start=window_start)
-    update_manifest(lake, files, merged.dates_of_sources)
+    work = lake.fork()  # a failed attempt leaves the run's snapshot as it was
+    staged = Staged.of(work, run_id, results)
+    merged = merge_events(work, staged, sources=sources, window_start=window_start, spread=spread)
+    merge_quarantine(work, staged.rejected(), sources=sources, window_start=window_start)
+    update_manifest(work, files, merged.dates_of_sources)
+    lake.join(work.changes())
     return merged
 
 
 @storage_task
-def rollups(lake: Lake, merged: Merged, window_start: date) -> int:
-    """Match again the sessions of the users whose plays or stops changed; the sessions in the
-    window."""
-    if any(d >= window_start for d in merged.changed_dates):
-        return rebuild_sessions(lake, window_start=window_start, users=merged.session_users)
-    return count_sessions(lake, window_start=window_start)
+def rollups(lake: Lake, merged: Merged, window_start: date, run_id: str) -> int:
+    """Match again the sessions of the users whose plays or stops changed (in shards of users,
+    a task each, on the run's Dask cluster if it has one); the sessions in the window."""
+    spread = CLUSTERS.get(run_id)
+    if not any(d >= window_start for d in merged.changed_dates):
+        return count_sessions(lake, window_start=window_start)
+    work = lake.fork()
+    shards = 1 if spread is None else settings.SESSION_SHARDS
+    users = merged.session_users
+    found = rebuild_sessions(
+        work, window_start=window_start, users=users, spread=spread, shards=shards
+    )
+    lake.join(work.changes())
+    return found
+
+
+@task(cache_policy=NO_CACHE)
+def call(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """One call of a step's heavy part, on a Dask worker."""
+    return function(*args)
+
+
+def on_runner(runner: TaskRunner[Any]) -> Spread:
+    """A Spread (track.lake.merge) that runs each call as a task of `runner` (a Dask cluster's),
+    named after its function."""
+
+    def spread(function: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
+        step = call.with_options(name=function.__name__)
+        # Submitted as tasks of the flow, not of the step calling: a task's context (which
+        # travels with what it submits) holds what does not pickle.
+        outside = TaskRunContext.__var__.set(cast(TaskRunContext, None))
+        try:
+            futures = [runner.submit(step, {"function": function, "args": a}) for a in calls]
+        finally:
+            TaskRunContext.__var__.reset(outside)
+        return [future.result() for future in futures]
+
+    return spread
 
 
 @storage_task
@@ -170,50 +219,29 @@ def dask_runner(dask_address: str) -> TaskRunner[Any]:
     return DaskTaskRunner(address=dask_address)
 
 
-def _ingest_all(
-    lake_url: str,
-    groups: list[list[FilePlan]],
-    window_start: date,
-    run_id: str,
-    retry_delays: tuple[float, ...],
-) -> list[BatchResult]:
-    step = retried(ingest_batch, retry_delays)
-    futures = [step.submit(lake_url, group, window_start, run_id) for group in groups]
-    progress = progressing.of(run_id)
-    for done in as_completed(futures):
-        if progress is not None:
-            progress.ingested(done.result())
-    return [f.result() for f in futures]
-
-
-@flow(name="ingest")
-def ingest(
-    lake_url: str,
-    groups: list[list[FilePlan]],
-    window_start: date,
-    run_id: str,
-    retry_delays: tuple[float, ...],
-) -> list[BatchResult]:
-    """Ingest batches of raw files in parallel on the flow's task runner (a Dask cluster)."""
-    return _ingest_all(lake_url, groups, window_start, run_id, retry_delays)
-
-
 def ingest_batches(
     lake_url: str,
     plans: list[FilePlan],
     window_start: date,
     run_id: str,
-    config: Settings,
-    dask_address: str | None,
+    retry_delays: tuple[float, ...],
+    runner: TaskRunner[Any] | None,
 ) -> list[BatchResult]:
-    """Ingest on the pipeline's threads, or in a subflow on Dask (a subflow costs about 2 s)."""
-    groups = ingesting.batches(plans)
-    if not groups:
-        return []
-    if not dask_address:
-        return _ingest_all(lake_url, groups, window_start, run_id, config.retry_delays)
-    on_dask = ingest.with_options(task_runner=dask_runner(dask_address))
-    return on_dask(lake_url, groups, window_start, run_id, config.retry_delays)
+    """Ingest batches of raw files in parallel: as tasks of `runner` (a Dask cluster's), or of
+    the pipeline's own thread pool."""
+    step = retried(ingest_batch, retry_delays)
+    futures = []
+    for group in ingesting.batches(plans):
+        if runner is None:
+            futures.append(step.submit(lake_url, group, window_start, run_id))
+        else:
+            parameters = {"lake_url": lake_url, "plans": group, "window_start": window_start}
+            futures.append(runner.submit(step, {**parameters, "run_id": run_id}))
+    progress = progressing.of(run_id)
+    for done in as_completed(futures):
+        if progress is not None:
+            progress.ingested(done.result())
+    return [f.result() for f in futures]
 
 
 THREADS: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.INGEST_WORKERS)
@@ -275,22 +303,35 @@ def _locked_run(
     files, ignored = retried(list_raw, config.retry_delays)(store.url)
     plans = ingesting.plan_files(store, files)
     progress.planned(plans)
-    results = ingest_batches(store.url, plans, window_start, run_id, config, dask)
-    again = ingesting.same_bytes_again(plans, results)
-    if again:
-        progress.read_again(again)
-        for result in results:
-            result.read_again = {p.raw.path for p in again}
-        results += ingest_batches(store.url, again, window_start, run_id, config, dask)
-    crash_point("ingested")
-    progress.step("expire")
-    deleted = retried(drop_expired_events, config.retry_delays)(store, window_start)
-    progress.step("merge")
-    merged = retried(merge, config.retry_delays)(store, results, window_start, run_id)
-    crash_point("merged")
-    progress.step("rollups")
-    sessions = retried(rollups, config.retry_delays)(store, merged, window_start)
-    crash_point("rolled-up")
+    with ExitStack() as stack:
+        runner = stack.enter_context(dask_runner(dask)) if dask else None
+        if runner is not None:
+            CLUSTERS[run_id] = on_runner(runner)
+            stack.callback(CLUSTERS.pop, run_id, None)
+        ingest = functools.partial(
+            ingest_batches,
+            store.url,
+            window_start=window_start,
+            run_id=run_id,
+            retry_delays=config.retry_delays,
+            runner=runner,
+        )
+        results = ingest(plans)
+        again = ingesting.same_bytes_again(plans, results)
+        if again:
+            progress.read_again(again)
+            for result in results:
+                result.read_again = {p.raw.path for p in again}
+            results += ingest(again)
+        crash_point("ingested")
+        progress.step("expire")
+        deleted = retried(drop_expired_events, config.retry_delays)(store, window_start)
+        progress.step("merge")
+        merged = retried(merge, config.retry_delays)(store, results, window_start, run_id)
+        crash_point("merged")
+        progress.step("rollups")
+        sessions = retried(rollups, config.retry_delays)(store, merged, window_start, run_id)
+        crash_point("rolled-up")
     progress.step("commit")
     deleted += retried(commit, config.retry_delays)(store, window_start, run_id)
     progress.finished()

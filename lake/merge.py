@@ -19,10 +19,11 @@ How a run's new events are merged, in four steps (`merge_events`):
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -39,6 +40,7 @@ from track.lake.store import (
     REPLACED,
     SESSIONS,
     TOMBSTONES,
+    Changes,
     Lake,
 )
 from track.schemas.tables import (
@@ -62,6 +64,10 @@ from track.transforms.sessions import PLAY, STOP, match_sessions
 INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
 INDEX = list(INDEX_SCHEMA)
 """The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
+R = TypeVar("R")
+Spread = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
+"""Where the calls of a step run, one call per argument tuple, results in order: this process's
+threads (`in_threads`), or tasks of the flow's task runner, a Dask cluster (track.flows)."""
 DATES = pl.List(pl.Date())
 VERDICTS = {"source": pl.String(), "line": pl.Int64(), "kept": pl.Boolean()}
 """Where a copy is (its source and line) and whether it is now kept."""
@@ -84,9 +90,27 @@ class Merged:
     )
 
 
-def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start: date) -> Merged:
+def in_threads(workers: int) -> Spread:
+    """Run the calls on `workers` threads of this process."""
+
+    def spread(function: Callable[..., R], calls: list[tuple[Any, ...]]) -> list[R]:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(lambda args: function(*args), calls))
+
+    return spread
+
+
+def merge_events(
+    lake: Lake,
+    staged: Staged,
+    *,
+    sources: set[str],
+    window_start: date,
+    spread: Spread | None = None,
+) -> Merged:
     """Dedup the run's new events against the lake and rewrite the event dates this changes,
-    with their daily counts.
+    with their daily counts; each date a call of `spread` (by default on this process's
+    threads).
 
     `staged` holds the retained events of the files in `sources`; any row those files stored
     before is replaced by them (a file replaced under its name replaces its contribution).
@@ -105,7 +129,9 @@ def merge_events(lake: Lake, staged: Staged, *, sources: set[str], window_start:
     largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
     # Memory: a date's rows are held whole while it is rewritten; one large date at a time.
     workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
-    users = _rewrite_dates(lake, staged, dates, sources, changes, replaced, workers=workers)
+    users = _change_dates(
+        lake, staged, dates, sources, changes, replaced, spread or in_threads(workers)
+    )
     _update_clamped_index(lake, clamped, new, window_start)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
     few = len(users) <= settings.MATCH_USERS_AT_MOST
@@ -254,19 +280,19 @@ def _record_mix() -> pl.Expr:
     return pl.col("fingerprint") ^ pl.col("sent_at").dt.epoch("ms")
 
 
-def _rewrite_dates(
+def _change_dates(
     lake: Lake,
     staged: Staged,
     dates: list[date],
     sources: set[str],
     changes: pl.DataFrame,
     replaced: set[date],
-    *,
-    workers: int,
+    spread: Spread,
 ) -> pl.Series:
-    """Step 4: add to or rewrite these event dates, `workers` at a time (`replaced`: dates
-    where re-read sources stored rows); the users with a play or stop among the rows that
-    came, went or changed place."""
+    """Step 4: add to or rewrite each of these event dates, a call of `spread` each, on a fork
+    of the run's lake whose changes the run then takes (`replaced`: dates where re-read sources
+    stored rows); the users with a play or stop among the rows that came, went or changed
+    place."""
     by_date = {
         day: rows.select(*VERDICTS)
         for (day,), rows in changes.partition_by("date", as_dict=True).items()
@@ -280,19 +306,28 @@ def _rewrite_dates(
         and len(files.get(day, [])) < settings.APPENDED_FILES_AT_MOST
         for day in dates
     ]
-    change = functools.partial(_change_date, lake, staged, sources=sources)
-    with ThreadPoolExecutor(workers) as pool:
-        users = pool.map(change, dates, verdicts, add)
-        return pl.concat([pl.Series("user_id", [], pl.String), *users]).unique()
+    calls = [
+        (lake.fork(), staged, day, v, a, sources)
+        for day, v, a in zip(dates, verdicts, add, strict=True)
+    ]
+    users = [pl.Series("user_id", [], pl.String)]
+    for moved, changed in spread(change_date, calls):
+        lake.join(changed)
+        users.append(moved)
+    return pl.concat(users).unique()
 
 
-def _change_date(
-    lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, add: bool, *, sources: set[str]
-) -> pl.Series:
-    """Add a date's new rows to it (`add`: they displace nothing), or rewrite it."""
+def change_date(
+    lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, add: bool, sources: set[str]
+) -> tuple[pl.Series, Changes]:
+    """Add a date's new rows to it (`add`: they displace nothing), or rewrite it, on a fork of
+    the run's lake: the users with a play or stop among the rows that came, went or changed
+    place, and the fork's changes."""
     if add:
-        return _add_to_date(lake, staged, day)
-    return _rewrite_date(lake, staged, day, verdicts, sources=sources)
+        users = _add_to_date(lake, staged, day)
+    else:
+        users = _rewrite_date(lake, staged, day, verdicts, sources=sources)
+    return users, lake.changes()
 
 
 def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
@@ -426,21 +461,29 @@ def _remember_replaced(lake: Lake, manifest: pl.DataFrame, changed: pl.DataFrame
     lake.write_state(REPLACED, ReplacedBytes.validate(rows.sort("sha256")))
 
 
-def rebuild_sessions(lake: Lake, *, window_start: date, users: list[str] | None = None) -> int:
-    """Match again the sessions of the window, of these users (None: all users); rewrite the
-    session dates whose sessions changed. The number of sessions in the window.
+SHARD_SEED = 20261206
+"""The seed of the hash that deals users to shards (any fixed number: all shards of a run are
+dealt in one Polars version)."""
+
+
+def rebuild_sessions(
+    lake: Lake,
+    *,
+    window_start: date,
+    users: list[str] | None = None,
+    spread: Spread | None = None,
+    shards: int = 1,
+) -> int:
+    """Match again the sessions of the window, of these users (None: all users), in `shards`
+    shards of users, a call of `spread` each; rewrite the session dates whose sessions
+    changed. The number of sessions in the window.
 
     A user's sessions depend on that user's plays and stops only, and none before the window
-    can change one in it, so matching again the users whose plays or stops changed is exact.
+    can change one in it, so matching again the users whose plays or stops changed is exact,
+    and so is matching users in shards.
     """
-    events = (
-        lake.scan(EVENTS, Events)
-        .filter(pl.col("date") >= window_start, pl.col("event").is_in([PLAY, STOP]))
-        .select("user_id", "event", "timestamp")
-    )
-    if users is not None:
-        events = events.filter(pl.col("user_id").is_in(users))
-    sessions = match_sessions(events).collect()
+    calls = [(lake, window_start, users, shard, shards) for shard in range(shards)]
+    sessions = pl.concat((spread or in_threads(1))(match_shard, calls))
     Sessions.validate(sessions.drop("date"))  # once for all dates
     days = set(sessions["date"].unique().to_list()) | {
         d for d in lake.partitions(SESSIONS) if d >= window_start
@@ -453,13 +496,29 @@ def rebuild_sessions(lake: Lake, *, window_start: date, users: list[str] | None 
         rows = by_date.get((day,), empty)
         if users is not None:  # the other users' sessions stay
             kept = stored.filter(~pl.col("user_id").is_in(users))
-            rows = pl.concat([kept, rows]).sort("user_id", "play_at")
-        rows = conform(rows, Sessions)
+            rows = pl.concat([kept, rows])
+        rows = conform(rows.sort("user_id", "play_at"), Sessions)
         total += len(rows)
         # Most dates' sessions come out as they were: leave those files as they are.
         if not rows.equals(stored):
             lake.write_partition(SESSIONS, day, rows)
     return total
+
+
+def match_shard(
+    lake: Lake, window_start: date, users: list[str] | None, shard: int, shards: int
+) -> pl.DataFrame:
+    """The sessions of the window of one shard of users (of `users`; None: all users)."""
+    events = (
+        lake.scan(EVENTS, Events)
+        .filter(pl.col("date") >= window_start, pl.col("event").is_in([PLAY, STOP]))
+        .select("user_id", "event", "timestamp")
+    )
+    if users is not None:
+        events = events.filter(pl.col("user_id").is_in(users))
+    if shards > 1:
+        events = events.filter(pl.col("user_id").hash(SHARD_SEED) % shards == shard)
+    return match_sessions(events).collect()
 
 
 def count_sessions(lake: Lake, *, window_start: date) -> int:

@@ -190,6 +190,18 @@ class Snapshot:
         )
 
 
+@dataclass
+class Changes:
+    """What a fork of a run's lake wrote (`Lake.fork`), for the run to take (`Lake.join`)."""
+
+    partitions: dict[str, dict[str, list[str]]]
+    """table -> partition date (ISO) -> its files now (none: the partition is gone)"""
+    state: dict[str, str]
+    """state table -> its file now"""
+    replaced: list[str]
+    written: dict[str, tuple[int, int]]
+
+
 class Lake:
     """A lake at a root URL, through fsspec.
 
@@ -205,6 +217,8 @@ class Lake:
         self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
         self.run: Snapshot | None = None
         self.pinned: Snapshot | None = None
+        self.forked_from: Snapshot | None = None
+        """A fork's snapshot as the run's was when it was made (`fork`)."""
 
     def pin(self) -> Lake:
         """Read the current snapshot once and answer every later read from it (a reader's
@@ -400,6 +414,53 @@ class Lake:
                     self._delete_file(name)
                     orphans += 1
         return orphans
+
+    def fork(self) -> Lake:
+        """A copy of this run's lake for a task that runs elsewhere (a thread, a Dask worker):
+        it reads the run's snapshot as it is now, and what it writes is its own until the
+        run takes it with `join(fork.changes())`. Forks must write different partitions."""
+        run = self._run()
+        fork = Lake(self.url)
+        fork.run = Snapshot(
+            {t: {d: list(f) for d, f in p.items()} for t, p in run.tables.items()},
+            dict(run.state),
+            run.window_start,
+            run.fingerprint,
+            run.committed_at,
+            run.number,
+        )
+        fork.forked_from = replace(
+            fork.run,
+            tables={t: {d: list(f) for d, f in p.items()} for t, p in run.tables.items()},
+            state=dict(run.state),
+        )
+        return fork
+
+    def changes(self) -> Changes:
+        """The partitions a fork changed, with the files it replaced and wrote."""
+        run, base = self._run(), self.forked_from or Snapshot()
+        changed: dict[str, dict[str, list[str]]] = {}
+        for table in set(run.tables) | set(base.tables):
+            now, before = run.tables.get(table, {}), base.tables.get(table, {})
+            for day in set(now) | set(before):
+                if now.get(day, []) != before.get(day, []):
+                    changed.setdefault(table, {})[day] = list(now.get(day, []))
+        state = {k: v for k, v in run.state.items() if base.state.get(k) != v}
+        return Changes(changed, state, list(run.replaced), dict(run.written))
+
+    def join(self, changes: Changes) -> None:
+        """Take what a fork of this run's lake wrote into the run's snapshot."""
+        run = self._run()
+        for table, parts in changes.partitions.items():
+            files = run.tables.setdefault(table, {})
+            for day, names in parts.items():
+                if names:
+                    files[day] = names
+                else:
+                    files.pop(day, None)
+        run.state.update(changes.state)
+        run.replaced.extend(changes.replaced)
+        run.written.update(changes.written)
 
     def _view(self) -> Snapshot:
         if self.run is not None:
