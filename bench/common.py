@@ -80,7 +80,9 @@ class Run:
 PREFECT_HOME = OUT / "prefect-home"
 
 
-def track_run(lake: Path, extra_env: dict[str, str] | None = None) -> Run:
+def track_run(
+    lake: Path, extra_env: dict[str, str] | None = None, options: tuple[str, ...] = ()
+) -> Run:
     """`track run --json` on `lake` in a new process: wall time, peak RSS of its process tree.
 
     Runs share one PREFECT_HOME under bench/out, made and warmed (its database created) by a
@@ -95,7 +97,17 @@ def track_run(lake: Path, extra_env: dict[str, str] | None = None) -> Run:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **(extra_env or {}),
     }
-    command = [sys.executable, "-m", "track.cli", "run", "--lake", str(lake), "--now", NOW]
+    command = [
+        sys.executable,
+        "-m",
+        "track.cli",
+        "run",
+        "--lake",
+        str(lake),
+        "--now",
+        NOW,
+        *options,
+    ]
     with tempfile.TemporaryFile() as out:
         start = time.perf_counter()
         child = subprocess.Popen(

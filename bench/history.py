@@ -93,7 +93,7 @@ def main() -> None:
     shutil.copytree(month, year)
     add_history(year, args.months)
     days = Lake(str(year)).partitions(COUNTS)
-    assert len(days) == 28 * (args.months + 1), len(days)
+    assert len(days) == len(Lake(str(month)).partitions(COUNTS)) * (args.months + 1), days
     runs: dict[str, list[dict[str, Any]]] = {"month": [], "year": []}
     for _ in range(args.repeat):  # alternating: the machine's drift hits both alike
         runs["month"].append(ask_fresh(month))

@@ -43,3 +43,22 @@ def test_queries_answer_as_polars_does_and_report_medians(tmp_path):
     figures = _bench("queries", tmp_path, "--events", "3000", "--files", "3", "--repeat", "3")
     assert {"day, all users", "month, all users"} <= set(figures)
     assert all(f["reader_ms"] > 0 for k, f in figures.items() if k != "first_ms")
+
+
+def test_history_asks_a_week_after_a_month_and_after_a_year(tmp_path):
+    figures = _bench(
+        "history", tmp_path, "--events", "3000", "--files", "3", "--months", "2", "--repeat", "1"
+    )
+    assert figures["time_ratio"] > 0 and figures["memory_ratio"] > 0
+
+
+def test_lake_size_runs_a_file_of_one_day_and_one_of_every_day_on_both_lakes(tmp_path):
+    args = ["--events", "8000", "--small", "1000", "--files", "3", "--new", "100", "--repeat", "1"]
+    figures = _bench("lake_size", tmp_path, *args)
+    assert set(figures) >= {"one day", "every day"}
+
+
+def test_dask_gives_the_same_answers_as_threads(tmp_path):
+    # The script asserts that both lakes answer alike.
+    figures = _bench("dask", tmp_path, "--events", "3000", "--files", "3", "--new", "100")
+    assert figures["late file"]["dask_s"] > 0
