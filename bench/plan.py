@@ -18,7 +18,7 @@ from typing import Any
 
 from common import add_files, arguments, empty_run, fresh_lake, inputs, record, track_run
 
-from track.lake.merge import match_shard
+from track.lake.merge import match_window
 from track.lake.store import COUNTS, EVENTS, SESSIONS, Lake
 from track.schemas.tables import Counts, Events
 from track.transforms.dedup import RECORD_KEY
@@ -60,7 +60,7 @@ def main() -> None:
         )
     )
     window = min(store.partitions(EVENTS))
-    sessions_s, sessions = timed(lambda: match_shard(store, window, None, 0, 1))
+    sessions_s, sessions = timed(lambda: match_window(store, window, None))
     last = max(store.partitions(EVENTS))
     compact_s, _ = timed(lambda: store.read_partition(EVENTS, last, Events).sort("timestamp"))
     # One batch of what a 15-minute schedule gets at this lake's rate, all of the last day.

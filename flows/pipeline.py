@@ -148,7 +148,12 @@ def rollups(lake: Lake, merged: Merged, window_start: date, run_id: str) -> int:
     shards = 1 if spread is None else settings.SESSION_SHARDS
     users = merged.session_users
     found = rebuild_sessions(
-        work, window_start=window_start, users=users, spread=spread, shards=shards
+        work,
+        window_start=window_start,
+        users=users,
+        spread=spread,
+        shards=shards,
+        folder=f"{staging_folder(run_id)}/plays",
     )
     lake.join(work.changes())
     return found

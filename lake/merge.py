@@ -473,17 +473,27 @@ def rebuild_sessions(
     users: list[str] | None = None,
     spread: Spread | None = None,
     shards: int = 1,
+    folder: str = "",
 ) -> int:
-    """Match again the sessions of the window, of these users (None: all users), in `shards`
-    shards of users, a call of `spread` each; rewrite the session dates whose sessions
-    changed. The number of sessions in the window.
+    """Match again the sessions of the window, of these users (None: all users); rewrite the
+    session dates whose sessions changed. The number of sessions in the window.
 
-    A user's sessions depend on that user's plays and stops only, and none before the window
-    can change one in it, so matching again the users whose plays or stops changed is exact,
-    and so is matching users in shards.
+    With `shards` > 1, in two rounds of calls of `spread`: each event date's plays and stops
+    are read once and dealt to the shards by a hash of `user_id` (files under `folder`, the
+    run's staging), then each shard's are matched. A user's sessions depend on that user's
+    plays and stops only, and none before the window can change one in it, so matching again
+    the users whose plays or stops changed is exact, and so is matching users in shards.
     """
-    calls = [(lake, window_start, users, shard, shards) for shard in range(shards)]
-    sessions = pl.concat((spread or in_threads(1))(match_shard, calls))
+    if shards == 1:
+        sessions = match_window(lake, window_start, users)
+    else:
+        event_dates = [d for d in lake.partitions(EVENTS) if d >= window_start]
+        dealt = (spread or in_threads(1))(
+            deal_date, [(lake, day, users, shards, folder) for day in event_dates]
+        )
+        names = [[names[k] for names in dealt if k in names] for k in range(shards)]
+        calls = [(lake, folder, shard_names) for shard_names in names]
+        sessions = pl.concat((spread or in_threads(1))(match_dealt, calls))
     Sessions.validate(sessions.drop("date"))  # once for all dates
     days = set(sessions["date"].unique().to_list()) | {
         d for d in lake.partitions(SESSIONS) if d >= window_start
@@ -505,22 +515,48 @@ def rebuild_sessions(
     return total
 
 
-def match_shard(
-    lake: Lake, window_start: date, users: list[str] | None, shard: int, shards: int
-) -> pl.DataFrame:
-    """The sessions of the window of one shard of users (of `users`; None: all users)."""
-    events = (
-        lake.scan(EVENTS, Events)
-        .filter(pl.col("date") >= window_start, pl.col("event").is_in([PLAY, STOP]))
-        .select("user_id", "event", "timestamp")
-    )
+def match_window(lake: Lake, window_start: date, users: list[str] | None) -> pl.DataFrame:
+    """The sessions of the window of these users (None: all users), in one process."""
+    return match_sessions(_plays_and_stops(lake, window_start, users)).collect()
+
+
+def _plays_and_stops(
+    lake: Lake, window_start: date, users: list[str] | None, day: date | None = None
+) -> pl.LazyFrame:
+    """The plays and stops of the window (or of one event date), of these users (None: all),
+    read once: they are two branches of the match, and a scan under both was read twice
+    (0.9 s against 0.4 s on an 8M-event window)."""
+    if day is None:
+        events = lake.scan(EVENTS, Events).filter(pl.col("date") >= window_start)
+    else:
+        events = lake.read_partition(EVENTS, day, Events, ["user_id", "event", "timestamp"]).lazy()
+    events = events.filter(pl.col("event").is_in([PLAY, STOP]))
     if users is not None:
         events = events.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.String).implode()))
-    if shards > 1:
-        events = events.filter(pl.col("user_id").hash(SHARD_SEED) % shards == shard)
-    # Read once, then matched: plays and stops are two branches of the match, and a scan under
-    # both was read twice (0.9 s against 0.5 s on an 8M-event window).
-    return match_sessions(events.collect().lazy()).collect()
+    return events.select("user_id", "event", "timestamp").collect().lazy()
+
+
+def deal_date(
+    lake: Lake, day: date, users: list[str] | None, shards: int, folder: str
+) -> dict[int, str]:
+    """Deal an event date's plays and stops (of `users`; None: all) to the shards of users: a
+    staging file for each shard that gets any, under `folder`; their names by shard."""
+    rows = _plays_and_stops(lake, day, users, day).collect()
+    shard = (pl.col("user_id").hash(SHARD_SEED) % shards).cast(pl.Int64)
+    names = {}
+    for (number,), part in (
+        rows.with_columns(shard=shard).partition_by("shard", as_dict=True).items()
+    ):
+        names[int(number)] = f"shard={number}/{day.isoformat()}.parquet"
+        lake.write_parquet(part.drop("shard"), folder, names[int(number)])
+    return names
+
+
+def match_dealt(lake: Lake, folder: str, names: list[str]) -> pl.DataFrame:
+    """The sessions of one shard of users, from the plays and stops dealt to it."""
+    frames = [lake.read_parquet(folder, name) for name in names]
+    empty = pl.DataFrame(schema={"user_id": pl.String, "event": pl.String, "timestamp": UTC_MS})
+    return match_sessions(pl.concat([empty, *frames]).lazy()).collect()
 
 
 def count_sessions(lake: Lake, *, window_start: date) -> int:

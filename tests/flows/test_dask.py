@@ -83,7 +83,8 @@ def test_dask_local_cluster_gives_the_same_answers(lake_url):
     assert _answers(dask)[0]["data"][0] == {"date": "2025-03-01", "play": 3, "stop": 3}
     names = _task_names(state)
     assert names.count("change_date") == 2  # one a date
-    assert names.count("match_shard") == settings.SESSION_SHARDS
+    assert names.count("deal_date") == 2  # one a date
+    assert names.count("match_dealt") == settings.SESSION_SHARDS
 
     _more(threads)
     _more(dask)
