@@ -93,6 +93,9 @@ MERGE_PARALLEL_ROWS = 250_000
 rows are held whole while it is rewritten)."""
 SESSION_SHARDS = 8
 """Shards of users whose sessions are matched as tasks of their own on a Dask cluster."""
+CLUSTER_TASKS = 8
+"""At most this many tasks a step on a Dask cluster (event dates, shards of users): each takes
+a few calls when there are more."""
 APPENDED_FILES_AT_MOST = 8
 """An event date takes a run's new rows as one more file when they displace nothing, up to this
 many files; the next run that changes it rewrites it as one (compaction)."""

@@ -160,25 +160,29 @@ def rollups(lake: Lake, merged: Merged, window_start: date, run_id: str) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def call(function: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """One call of a step's heavy part, on a Dask worker."""
-    return function(*args)
+def calls(function: Callable[..., Any], each: list[tuple[Any, ...]]) -> list[Any]:
+    """Some calls of a step's heavy part, one after another, on a Dask worker."""
+    return [function(*args) for args in each]
 
 
 def on_runner(runner: TaskRunner[Any]) -> Spread:
-    """A Spread (track.lake.merge) that runs each call as a task of `runner` (a Dask cluster's),
-    named after its function."""
+    """A Spread (track.lake.merge) that runs the calls as at most CLUSTER_TASKS tasks of
+    `runner` (a Dask cluster's), named after their function: a task costs a tenth of a second
+    or more (its run is recorded in Prefect, its arguments pickled), so a task takes a few
+    calls when there are many."""
 
-    def spread(function: Callable[..., Any], calls: list[tuple[Any, ...]]) -> list[Any]:
-        step = call.with_options(name=function.__name__)
+    def spread(function: Callable[..., Any], each: list[tuple[Any, ...]]) -> list[Any]:
+        step = calls.with_options(name=function.__name__)
+        size = -(-len(each) // settings.CLUSTER_TASKS)  # ceiling
+        groups = [each[start : start + size] for start in range(0, len(each), size or 1)]
         # Submitted as tasks of the flow, not of the step calling: a task's context (which
         # travels with what it submits) holds what does not pickle.
         outside = TaskRunContext.__var__.set(cast(TaskRunContext, None))
         try:
-            futures = [runner.submit(step, {"function": function, "args": a}) for a in calls]
+            futures = [runner.submit(step, {"function": function, "each": g}) for g in groups]
         finally:
             TaskRunContext.__var__.reset(outside)
-        return [future.result() for future in futures]
+        return [result for future in futures for result in future.result()]
 
     return spread
 

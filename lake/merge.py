@@ -168,9 +168,9 @@ def _decide_copies(
     place, so of the other rows only the record keys are read."""
     retained = _retained_dates(lake, window_start)
     reread = _stored_index(lake, replaced).filter(pl.col("source").is_in(sources))
-    affected = pl.concat([new.select(RECORD_KEY), reread.select(RECORD_KEY)]).unique()
-    holding = (_dates_holding(affected, clamped) | new_dates | replaced) & retained
-    stored = _stored_index(lake, holding, of=affected)
+    affected = pl.concat([new.select(RECORD_KEY), reread.select(RECORD_KEY)])
+    located = _stored_dates(affected, clamped, retained)
+    stored = _stored_index(lake, set(located["date"].unique().to_list()), located=located)
     copies = pl.concat(
         [
             new.select(*INDEX, "date", "clamped", "truncated", was_kept=True, new=True),
@@ -179,7 +179,7 @@ def _decide_copies(
             .select(*INDEX, "date", clamped=False, truncated=False, was_kept="kept", new=False),
         ]
     )
-    decided = _decide(copies, affected, lake.read_state(TOMBSTONES, Tombstones))
+    decided = _decide(copies, lake.read_state(TOMBSTONES, Tombstones))
     changes = decided.filter(pl.col("kept") != pl.col("was_kept"))
     return sorted(new_dates | replaced | set(changes["date"].to_list())), changes
 
@@ -190,12 +190,16 @@ def _retained_dates(lake: Lake, window_start: date) -> set[date]:
     return {d for d in stored if d >= window_start}
 
 
-def _stored_index(lake: Lake, days: set[date], *, of: pl.DataFrame | None = None) -> pl.DataFrame:
+def _stored_index(
+    lake: Lake, days: set[date], *, located: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`;
-    only the copies of the record keys `of`, if given (then a partition holding none of them
-    is read for its keys only)."""
+    given `located` (record keys and dates: `_stored_dates`), only the copies of the keys
+    located under each date (a partition holding none of them is read for its keys only)."""
     frames = [pl.DataFrame(schema={**INDEX_SCHEMA, "date": pl.Date, "kept": pl.Boolean})]
+    by_date = {} if located is None else located.partition_by("date", as_dict=True)
     for day in sorted(days):
+        of = by_date.get((day,), pl.DataFrame()).select(RECORD_KEY) if located is not None else None
         for table, model, kept in ((EVENTS, Events, True), (DUPLICATES, Duplicates, False)):
             if of is not None:
                 keys = lake.read_partition(table, day, model, columns=RECORD_KEY)
@@ -208,13 +212,19 @@ def _stored_index(lake: Lake, days: set[date], *, of: pl.DataFrame | None = None
     return pl.concat(frames)
 
 
-def _dates_holding(keys: pl.DataFrame, clamped: pl.DataFrame) -> set[date]:
-    """Event dates that may hold a copy of any of these record keys: the date of its `sent_at`,
-    where every copy whose timestamp was not clamped is stored, and the dates the clamped index
-    lists for it (a clamped copy is stored under the earlier date it was received)."""
-    own = keys.select(pl.col("sent_at").dt.date().unique())["sent_at"]
-    elsewhere = clamped.join(keys, on=RECORD_KEY, how="semi")["date"].unique()
-    return set(own.to_list()) | set(elsewhere.to_list())
+def _stored_dates(keys: pl.DataFrame, clamped: pl.DataFrame, retained: set[date]) -> pl.DataFrame:
+    """Record keys with each retained event date that may hold a copy of theirs: the date of
+    their `sent_at`, where every copy whose timestamp was not clamped is stored, and the dates
+    the clamped index lists for them (a clamped copy is stored under the earlier date it was
+    received). Keys of dates that hold nothing (a first run) are left out at once."""
+    days = pl.Series(sorted(retained), dtype=pl.Date)
+    own = keys.lazy().with_columns(date=pl.col("sent_at").dt.date())
+    frames = [own.filter(pl.col("date").is_in(days.implode())).collect()]
+    if not clamped.is_empty():  # an inner join hashes the smaller side: the index, not the keys
+        frames.append(
+            keys.join(clamped.filter(pl.col("date").is_in(days.implode())), on=RECORD_KEY)
+        )
+    return pl.concat(frames)
 
 
 def _clamped_index(lake: Lake, window_start: date) -> pl.DataFrame:
@@ -252,12 +262,11 @@ def _dates_of_sources(lake: Lake, sources: set[str], window_start: date) -> set[
     return {d for ds in listed for d in ds if d >= window_start}
 
 
-def _decide(copies: pl.DataFrame, affected: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
-    """Which copies are kept, for the copies whose place may change: of a record `affected`
-    (by key), one with several copies, a tombstoned one, or a copy not kept before.
-    Every other copy keeps its place: an unaffected record's kept copy may be stored under a
-    date that is not among `copies` (a clamped timestamp), so its copies here are never
-    decided without it."""
+def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
+    """Which copies are kept, for the copies whose place may change: `copies` are every copy
+    of the records this run can change, and of those, one of a record with several copies, a
+    tombstoned one, or a copy not kept before is decided. The copies of every other record keep
+    their place (none of them is among `copies`)."""
     if len(tombstones):
         gone = tombstones.select(RECORD_KEY).unique().with_columns(gone=True)
         copies = copies.join(gone, on=RECORD_KEY, how="left").with_columns(
@@ -267,7 +276,6 @@ def _decide(copies: pl.DataFrame, affected: pl.DataFrame, tombstones: pl.DataFra
         copies = copies.with_columns(gone=False)
     several = _record_mix().is_duplicated()  # may over-select: deduplicate compares whole keys
     candidates = copies.filter(several | pl.col("gone") | ~pl.col("was_kept")).drop("gone")
-    candidates = candidates.join(affected, on=RECORD_KEY, how="semi")
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 
