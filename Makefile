@@ -84,7 +84,7 @@ test: wheel system
 	$(BIN)/pytest -q -n auto --maxprocesses 4
 
 # Every figure of the performance section (README); about 16 minutes, inputs cached in bench/out.
-BENCHES := throughput duckdb_peer small_files incremental lake_size queries history memory fixed_cost dask api
+BENCHES := throughput duckdb_peer small_files incremental lake_size queries history memory fixed_cost dask plan api
 bench: $(STAMP)
 	$(call debian,hey)
 	$(BIN)/pip install --quiet -e '.[bench]'
