@@ -214,3 +214,31 @@ def test_a_short_storage_outage_is_retried_and_the_run_completes(
         for again in restarted:
             again.stop()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def test_a_failure_inside_the_merge_is_retried_from_the_snapshot_as_it_was(lake_url, after_answers):
+    # The store fails (as s3fs raises) once some dates took their new rows (added as a file
+    # or written): the merge's retry must start from the run's snapshot as it was before its
+    # first attempt, or the rows added then would be added twice (each date works on a fork
+    # of the run's lake, taken back only once every date is done; the merge on a fork too).
+    import track.lake.merge
+
+    first_drop(lake_url)
+    pipeline(lake=lake_url, now=NOW)
+    second_drop(lake_url)
+    written: list[str] = []
+
+    def failure(name: str) -> None:
+        written.append(name)
+        if len(written) == 2:  # two dates' events are written: now the store fails
+            raise OSError("the store went away")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(track.lake.merge, "crash_point", failure)
+        report = pipeline(lake=lake_url, now=NOW)
+    assert (report["files"], report["accepted"], report["duplicates"]) == (2, 3, 1)
+    assert len(written) > 3  # the merge ran again: three dates changed
+    assert answers(lake_url) == after_answers
+    # What the failed attempt wrote is named by no snapshot: the next run deletes it.
+    assert pipeline(lake=lake_url, now=NOW)["files"] == 0
+    no_stray_files(lake_url)
