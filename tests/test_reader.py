@@ -86,6 +86,49 @@ def test_a_failing_store_is_an_error_answer_with_details_in_the_log(
     assert "query failed" in caplog.text
 
 
+def test_a_question_reads_only_the_partitions_of_its_range(lake_url):
+    # A file outside the range asked is never read: here, one that is not Parquet.
+    lake = Lake(lake_url).begin()
+    rows = pl.DataFrame({"event": ["play"], "user_id": ["u"], "count": [2]})
+    for day in (date(2025, 1, 1), date(2025, 1, 9)):
+        lake.write_partition("counts", day, rows)
+    lake.commit()
+    (broken,) = lake.current().tables["counts"]["2025-01-01"]
+    lake.fs.pipe_file(lake.path(broken), b"not parquet")
+    assert reader.metrics("2025-01-02", "2025-01-31", "month", lake=lake_url) == {
+        "status": "success",
+        "data": [{"date": "2025-01-01", "play": 2}],
+    }
+    assert reader.users("2025-01-09", "2025-01-09", lake=lake_url)["data"] == [
+        {"date": "2025-01-09", "users": 1}
+    ]
+    assert reader.metrics("2025-01-01", "2025-01-01", lake=lake_url)["status"] == "error"
+
+
+def test_counts_of_a_date_split_over_files_add_up(tmp_path):
+    # A run that adds events to a date adds their counts as one more file of it.
+    lake = Lake(str(tmp_path)).begin()
+    day = date(2025, 1, 1)
+    lake.append_partition(
+        "counts", day, pl.DataFrame({"event": ["play"], "user_id": ["a"], "count": [3]})
+    )
+    lake.append_partition(
+        "counts",
+        day,
+        pl.DataFrame({"event": ["play", "stop"], "user_id": ["a", "b"], "count": [1, 1]}),
+    )
+    lake.commit()
+    assert reader.metrics("2025-01-01", "2025-01-01", lake=str(tmp_path))["data"] == [
+        {"date": "2025-01-01", "play": 4, "stop": 1}
+    ]
+    assert reader.metrics("2025-01-01", "2025-01-01", user_id="a", lake=str(tmp_path))["data"] == [
+        {"date": "2025-01-01", "play": 4}
+    ]
+    assert reader.users("2025-01-01", "2025-01-01", lake=str(tmp_path))["data"] == [
+        {"date": "2025-01-01", "users": 2}
+    ]
+
+
 def test_metrics_rows_and_user_filter(tmp_path):
     lake = Lake(str(tmp_path)).begin()
     lake.write_partition(
