@@ -545,7 +545,7 @@ def test_new_rows_that_displace_nothing_are_added_as_a_file_and_compacted_later(
     assert event_files()[0] == first and len(event_files()) == 2
     drop(lake_url, f"date={d(3)}/c.ndjson", ndjson(ev("seek", "w", day(3, 5))))
     run(lake_url)
-    assert event_files()[:2] == [first, event_files()[1]] and len(event_files()) == 3
+    assert event_files()[0] == first and len(event_files()) == 3
     metrics, sessions = answers(lake_url, d(3), d(3))
     assert metrics == [{"date": d(3), "play": 1, "seek": 3, "stop": 1}]
     assert sessions == [
