@@ -82,7 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dask",
         metavar="ADDRESS",
-        help="run the ingest tasks on a Dask cluster (tcp://host:8786, or `local` for one here)",
+        help="run the heavy steps (ingest, each date's change, sessions) on a Dask cluster"
+        " (tcp://host:8786, or `local` for one here)",
     )
     alert: dict[str, Any] = {
         "type": _percent,
