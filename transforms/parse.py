@@ -7,7 +7,9 @@ Polars' NDJSON reader re-escapes metadata wrongly and infers structs that drop k
   plain shape most producers write (`FAST_LINE`: the fields in order, a flat metadata
   object of plain strings, short numbers, booleans and nulls, no escapes). For those, the
   compact metadata and the parts of the dedup fingerprint are text operations, exactly what
-  orjson would give;
+  orjson would give: literal replaces and a split for the lines in the simple shape
+  (`SIMPLE_LINE`, no metadata string starting with `:` or ending with `,` or a space), which
+  are most, and a regex that finds each pair for the others;
 - every other line is decoded with orjson, strict RFC 8259 and exact: escapes, nesting,
   exponents, long numbers, other key orders, bad input.
 
@@ -72,6 +74,16 @@ FAST_LINE = (
 )
 """The plain shape: event and user_id, then timestamp, the HTTP API's `_received_at` and
 metadata if present, in that order (the API writes its lines so)."""
+# A metadata string that does not start with `:` nor end with `,` or a space.
+_SIMPLE = r'(?:[^"\\\x00-\x1f:, ]|[^"\\\x00-\x1f:][^"\\\x00-\x1f]*[^"\\\x00-\x1f, ])?'
+_SIMPLE_PAIR = rf'"{_SIMPLE}": ?(?:"{_SIMPLE}"|true|false|null|{_NUMBER})'
+SIMPLE_LINE = (
+    rf'{_HEAD}(?:, ?"{RECEIVED_AT_KEY}": ?"{_PLAIN}")?'
+    rf'(?:, ?"metadata": ?\{{(?:{_SIMPLE_PAIR}(?:, ?{_SIMPLE_PAIR})*)?\}})?\}}\r?$'
+)
+"""The simple shape, most lines of the plain shape: no metadata string that starts with `:` or
+ends with `,` or a space, so that in the metadata every `": ` and `, ` is a separator."""
+_METADATA_FIELD = '"metadata":'
 _RECEIVED_AT_FIELD = f'"{RECEIVED_AT_KEY}":'
 """Where a line in the plain shape has its `_received_at`: before its metadata (a metadata key
 of that name comes after)."""
@@ -253,45 +265,98 @@ def _received_at_text(raw: pl.Expr, at_metadata: pl.Expr) -> pl.Expr:
     return pl.when(top_level).then(value.str.slice(0, value.str.find('"', literal=True)))
 
 
+def _head(lines: pl.DataFrame) -> pl.DataFrame:
+    """Lines in the plain shape with `event`, `user_id`, `timestamp` and `received_at_text`
+    as sent, and `sent_metadata`, the text of the metadata object as sent (null without one).
+
+    With no quote inside any string, splitting on `"` finds the fields; the metadata object
+    is the last field, from after the line's first `"metadata":` (no string before it holds
+    one) to before the line's closing brace."""
+    fields = pl.col("raw").str.splitn('"', len(_QUOTED_FIELDS))
+    raw = pl.col("raw")
+    at_metadata = raw.str.find(_METADATA_FIELD, literal=True)
+    sent = raw.str.slice(at_metadata + len(_METADATA_FIELD)).str.strip_prefix(" ")
+    field = pl.col("fields").struct.field
+    # Materialised once: each `struct.field` of an expression would split the lines again.
+    return lines.with_columns(
+        fields=fields.struct.rename_fields(_QUOTED_FIELDS),
+        received_at_text=_received_at_text(raw, at_metadata),
+        sent_metadata=sent.str.strip_suffix("\r").str.strip_suffix("}"),
+    ).select(
+        *_IDS,
+        "raw",
+        "received_at_text",
+        "sent_metadata",
+        event=field("event"),
+        user_id=field("user_id"),
+        timestamp=pl.when(field("third_key") == "timestamp").then(field("third_value")),
+    )
+
+
+def _simple_rows(lines: pl.DataFrame) -> pl.DataFrame:
+    """LINE_SCHEMA rows of lines in the simple shape (`SIMPLE_LINE`, no duplicate keys).
+
+    There, every `": ` of the metadata is a key's closing quote and its separator, and every
+    `, ` a separator between pairs (no string starts with `:` or ends with `,` or a space), so
+    the compact text is two literal replaces away, and the pairs are that text split on `,"`.
+    A pair that ends in `.0` before a separator or the end is a number's (a string ends in a
+    quote)."""
+    sent = pl.col("sent_metadata")
+    compact = sent.str.replace_all('": ', '":', literal=True).str.replace_all(
+        ', "', ',"', literal=True
+    )
+    metadata = pl.col("metadata")
+    body = (
+        metadata.str.strip_suffix("}")
+        .str.replace_all('.0,"', ',"', literal=True)
+        .str.strip_suffix(".0")
+        .str.strip_prefix('{"')
+    )
+    parsed = (
+        _head(lines)
+        .with_columns(metadata=compact)
+        .with_columns(
+            pairs=pl.when(metadata == "{}")
+            .then(pl.lit([], pl.List(pl.String)))
+            .when(metadata.is_not_null())
+            .then(body.str.split(',"'))
+        )
+    )
+    return _line_rows(parsed)
+
+
 def _fast_rows(lines: pl.DataFrame) -> pl.DataFrame:
     """LINE_SCHEMA rows of lines in the plain shape (`FAST_LINE`, no duplicate keys).
 
-    With no quote inside any string, splitting on `"` finds the fields, and a pair is a
-    quoted key, a colon and a value that holds no quote or is quoted: the pairs are found by
-    `_PAIR_TOKEN`, and a pair's separator is the colon after its key's closing quote (a key or
-    a string may hold `, ` or `": ` too, so spaces are never replaced across the whole text).
+    A pair is a quoted key, a colon and a value that holds no quote or is quoted: the pairs
+    are found by `_PAIR_TOKEN`, and a pair's separator is the colon after its key's closing
+    quote (a key or a string may hold `, ` or `": ` too, so spaces are never replaced across
+    the whole text).
     """
-    fields = pl.col("raw").str.splitn('"', len(_QUOTED_FIELDS))
-    fields = fields.struct.rename_fields(_QUOTED_FIELDS)
-    has_metadata = pl.col("raw").str.contains('"metadata":', literal=True)
-    raw = pl.col("raw")
-    at_metadata = raw.str.find('"metadata":', literal=True)
     pairs = (
-        raw.str.slice(at_metadata + len('"metadata":'))
+        pl.col("sent_metadata")
         .str.extract_all(_PAIR_TOKEN)
         .list.eval(_compact_pair(pl.element().str.strip_prefix('"')))
     )
     parsed = (
-        lines.with_columns(fields=fields, pairs=pl.when(has_metadata).then(pairs)).select(
-            *_IDS,
-            "raw",
-            "pairs",
-            received_at_text=_received_at_text(raw, at_metadata),
+        _head(lines)
+        .with_columns(pairs=pairs)
+        .with_columns(
             metadata=pl.when(pl.col("pairs").list.len() == 0)
             .then(pl.lit("{}"))
             .otherwise('{"' + pl.col("pairs").list.join(',"') + "}"),
-            event=pl.col("fields").struct.field("event"),
-            user_id=pl.col("fields").struct.field("user_id"),
-            timestamp=pl.when(pl.col("fields").struct.field("third_key") == "timestamp").then(
-                pl.col("fields").struct.field("third_value")
-            ),
+            # A pair ends in `.0` only if its value is a number (a string ends in a quote).
+            pairs=pl.col("pairs").list.eval(pl.element().str.strip_suffix(".0")),
         )
-    ).with_columns(
-        # A pair ends in `.0` only if its value is a number (a string ends in a quote).
-        pairs=pl.col("pairs").list.eval(pl.element().str.strip_suffix(".0"))
     )
-    # A key given twice: orjson keeps the last value; let it decide.
-    key = pl.element().str.split_exact('"', 1).struct.field("field_0")  # before its closing quote
+    return _line_rows(parsed)
+
+
+def _line_rows(parsed: pl.DataFrame) -> pl.DataFrame:
+    """LINE_SCHEMA rows of parsed plain lines (`event`, `user_id`, `timestamp`,
+    `received_at_text`, compact `metadata` and its `pairs`), but those whose metadata names a
+    key twice: orjson keeps the last value; let it decide."""
+    key = pl.element().str.head(pl.element().str.find('"', literal=True))  # its closing quote
     keys = pl.col("pairs").list.eval(key)
     parsed = parsed.filter(
         pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
@@ -386,11 +451,15 @@ def _decode_texts(texts: list[bytes], numbered: list[tuple[int, int, int]]) -> p
     )
     lines = _lines(b"\n".join(texts)).to_frame().with_row_index("row")
     lines = lines.hstack(places.head(len(lines)))  # the last line may be the blank one left out
-    plain = pl.col("raw").str.contains(FAST_LINE)
-    lines = lines.with_columns(plain=plain)
-    fast_rows = _fast_rows(lines.filter("plain"))
-    if len(fast_rows) == lines["plain"].sum():
-        slow = lines.filter(~pl.col("plain"))
+    # Each shape is checked only on the lines the simpler one left.
+    simple = lines.select(pl.col("raw").str.contains(SIMPLE_LINE)).to_series()
+    rest = lines.filter(~simple)
+    plain = rest.select(pl.col("raw").str.contains(FAST_LINE)).to_series()
+    fast_rows = _simple_rows(lines.filter(simple))
+    if plain.any():
+        fast_rows = pl.concat([fast_rows, _fast_rows(rest.filter(plain))]).sort("row")
+    if len(fast_rows) == len(lines) - len(rest) + plain.sum():
+        slow = rest.filter(~plain)
     else:  # plain lines that name a key twice
         slow = lines.join(fast_rows.select("row"), on="row", how="anti")
     slow_rows = _decode_lines(
