@@ -16,17 +16,19 @@ import polars as pl
 from track import settings
 from track.errors import UnreadableFileError
 from track.lake.raw import Chunks, RawBytes, read_raw_file
-from track.lake.store import REPLACED, STAGING, STATE, Lake, RawFile, partition_date
+from track.lake.store import EVENTS, REPLACED, STAGING, STATE, Lake, RawFile, partition_date
 from track.schemas.constants import UNREADABLE_FILE
 from track.schemas.records import validate_records
 from track.schemas.tables import (
+    EVENTS_ORDER,
     UTC_MS,
     Events,
     Quarantine,
     ReplacedBytes,
+    conform,
     polars_schema,
 )
-from track.transforms.normalise import EVENT_SCHEMA, normalise_events
+from track.transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA, normalise_events
 from track.transforms.parse import decode_pieces
 from track.transforms.timestamps import with_line_received_at, with_sent_at
 
@@ -332,7 +334,9 @@ def staging_folder(run_id: str) -> str:
 
 
 class Stager:
-    """Writes a batch's parsed rows to staging: events split by date, without the expired."""
+    """Writes a batch's parsed rows to staging: events split by date, without the expired, each
+    date's as the event tables hold them (Events' columns, in order, zstd), so that the merge
+    can add the file to its date as it is; what happened to each row (`FLAGS`) beside it."""
 
     def __init__(self, lake: Lake, folder: str) -> None:
         self.lake, self.folder = lake, folder
@@ -344,15 +348,27 @@ class Stager:
         if len(events):
             events = events.filter(~pl.col("expired")).drop("expired")
             # The one validation of the values of these rows: the merge only moves them.
-            Events.validate(events.select(list(polars_schema(Events))))
+            Events.validate(events.select(EVENT_COLUMNS))
             for (day,), part in events.partition_by("date", as_dict=True).items():
-                path = f"events/date={day.isoformat()}/{name}.parquet"
-                self.lake.write_parquet(part.drop("date"), self.folder, path)
+                part = part.sort(EVENTS_ORDER)
+                path = f"{EVENTS}/date={day.isoformat()}/{name}.parquet"
+                rows = conform(part, Events)
+                self.lake.write_parquet(rows, self.folder, path, compression="zstd")
+                self.lake.write_parquet(part.select(FLAGS), self.folder, flags_file(path))
                 self.written.append(path)
         if len(quarantine):
             path = f"quarantine/{name}.parquet"
             self.lake.write_parquet(quarantine, self.folder, path)
             self.rejected.append(path)
+
+
+FLAGS = ["clamped", "truncated"]
+"""What happened to a staged row, in a file of its own beside its date's events file."""
+
+
+def flags_file(events_file: str) -> str:
+    """The staged file of FLAGS beside a staged events file, row for row."""
+    return events_file.replace(f"{EVENTS}/", "flags/", 1)
 
 
 def ingest_batch(
@@ -368,14 +384,15 @@ def ingest_batch(
 
 
 STAGED_SCHEMA = {n: t for n, t in EVENT_SCHEMA.items() if n not in ("date", "expired")}
-"""The columns of a staged events file (its date is in its path)."""
+"""The columns of the staged events (their date is in their files' paths)."""
 
 
 @dataclass
 class Staged:
     """A run's staged rows, as the merge reads them: the retained events, as
-    `events/date=D/<id>.parquet` files under `folder`, each with the sources read again later in
-    the run, whose rows in it are not used; and the quarantine files."""
+    `events/date=D/<id>.parquet` files under `folder` (with their FLAGS beside them), each with
+    the sources read again later in the run, whose rows in it are not used; and the quarantine
+    files."""
 
     lake: Lake
     folder: str
@@ -393,6 +410,14 @@ class Staged:
         """The event dates of the staged rows."""
         return {_staged_date(name) for name, _ in self.files}
 
+    def whole_files(self, day: date) -> list[str] | None:
+        """The staged events files of a date, as paths under the root, if every row in them is
+        used (none of their sources was read again later in the run); else None."""
+        files = [(name, again) for name, again in self.files if _staged_date(name) == day]
+        if any(again for _, again in files):
+            return None
+        return [f"{self.folder}/{name}" for name, _ in files]
+
     def rows(
         self,
         day: date | None = None,
@@ -401,19 +426,26 @@ class Staged:
         categorical_source: bool = False,
     ) -> pl.DataFrame:
         """The staged events (of one date), with `date`; only `columns` if given."""
-        # Each file's sources are cast as it is read: with categories, the paths of all the
-        # new rows are never held at once.
-        source = pl.col("source").cast(pl.Categorical if categorical_source else pl.String)
+        wanted = columns or list(STAGED_SCHEMA)
+        flags = [c for c in wanted if c in FLAGS]
+        # `source` is read to drop the rows of sources read again, and each file's are cast as
+        # it is read: with categories, the paths of all the new rows are never held at once.
+        read = [c for c in wanted if c not in FLAGS]
+        read += [] if "source" in read else ["source"]
+        kind = pl.Categorical if categorical_source else pl.String
+        source = [pl.col("source").cast(kind)] if "source" in wanted else []
         empty = pl.DataFrame(schema={**STAGED_SCHEMA, "date": pl.Date()})
-        frames = [empty.select(*(columns or STAGED_SCHEMA), "date").with_columns(source)]
+        frames = [empty.select(*wanted, "date").with_columns(source)]
         for name, read_again in self.files:
             at = _staged_date(name)
             if day is not None and at != day:
                 continue
-            rows = self.lake.read_parquet(self.folder, name, columns=columns)
+            rows = self.lake.read_parquet(self.folder, name, columns=read)
+            if flags:
+                rows = rows.hstack(self.lake.read_parquet(self.folder, flags_file(name)))
             if read_again:
                 rows = rows.filter(~pl.col("source").is_in(read_again))
-            frames.append(rows.with_columns(source, date=pl.lit(at)))
+            frames.append(rows.select(*wanted).with_columns(*source, date=pl.lit(at)))
         return pl.concat(frames)
 
     def rejected(self) -> pl.DataFrame:

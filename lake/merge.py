@@ -44,6 +44,7 @@ from track.lake.store import (
     Lake,
 )
 from track.schemas.tables import (
+    EVENTS_ORDER,
     UTC_MS,
     Clamped,
     Counts,
@@ -343,10 +344,18 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
     more file of its counts; its other rows stay where they are (a date's counts that reach
     APPENDED_FILES_AT_MOST files are summed into one). The users with a play or stop among
     the new rows."""
-    new = staged.rows(day).select(EVENT_COLUMNS)
+    files = staged.whole_files(day)
+    stored = len(lake.partition_files(EVENTS).get(day, []))
+    if files is not None and stored + len(files) <= settings.APPENDED_FILES_AT_MOST:
+        # Staged as the table holds a date's rows: each file is taken as it is, unread.
+        for file in files:
+            lake.add_file(EVENTS, day, file)
+        new = staged.rows(day, ["event", "user_id"])
+    else:
+        new = staged.rows(day, EVENT_COLUMNS)
+        lake.append_partition(EVENTS, day, _validated(new, Events))
     if new.is_empty():
         return pl.Series("user_id", [], pl.String)
-    lake.append_partition(EVENTS, day, _validated(new, Events))
     crash_point("partition-written")
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     if len(lake.partition_files(COUNTS).get(day, [])) < settings.APPENDED_FILES_AT_MOST:
@@ -374,7 +383,7 @@ def _rewrite_date(
             lake.read_partition(DUPLICATES, day, Duplicates).with_columns(kept=pl.lit(False)),
         ]
     )
-    new = staged.rows(day).select(EVENT_COLUMNS).with_columns(kept=pl.lit(True))
+    new = staged.rows(day, EVENT_COLUMNS).drop("date").with_columns(kept=pl.lit(True))
     replaced = pl.col("source").is_in(sources)
     rows = pl.concat([new, stored.filter(~replaced)])
     moved = [new.select("event", "user_id"), stored.filter(replaced).select("event", "user_id")]
@@ -396,7 +405,7 @@ def _rewrite_date(
 def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
     """Rows of events or duplicates, in order. Every one was validated against Events as
     ingest staged it, or as an earlier run wrote it: here names and types are checked."""
-    return conform(rows, model).sort("timestamp", "source", "line")
+    return conform(rows, model).sort(EVENTS_ORDER)
 
 
 def merge_quarantine(

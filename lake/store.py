@@ -509,6 +509,20 @@ class Lake:
         self._write_file(name, rows)
         self._run().tables.setdefault(table, {}).setdefault(day.isoformat(), []).append(name)
 
+    def add_file(self, table: str, day: date, file: str) -> None:
+        """Add a Parquet file written elsewhere under the root (a run's staging) to a partition
+        as one more file, as it is: its rows must be the table's, in its columns and order.
+        The file stays where it is; the table gets its own copy under a new name (locally a
+        hard link, on object stores a copy made by the store), and the rows are not read."""
+        name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+        target = self.path(name)
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        if self.local:
+            os.link(self.path(file), target)
+        else:
+            self.fs.copy(self.path(file), target)
+        self._run().tables.setdefault(table, {}).setdefault(day.isoformat(), []).append(name)
+
     def delete_partition(self, table: str, day: date) -> None:
         """Remove a partition (in the run's snapshot)."""
         self.write_partition(table, day, pl.DataFrame())
@@ -590,10 +604,13 @@ class Lake:
         """A Parquet file under the root that must exist (only `columns` if given)."""
         return self._read("/".join(parts), columns)
 
-    def write_parquet(self, rows: pl.DataFrame, *parts: str) -> None:
+    def write_parquet(
+        self, rows: pl.DataFrame, *parts: str, compression: Literal["zstd", "lz4"] = "lz4"
+    ) -> None:
         """Write a Parquet file under the root: a run's staging, read once and deleted, so
-        LZ4 (a third faster to write than the tables' zstd, files 40% larger)."""
-        self._write_bytes(self.path(*parts), _parquet_bytes(rows, compression="lz4"))
+        LZ4 by default (a third faster to write than the tables' zstd, files 40% larger); zstd
+        for a file a table may take as it is (`add_file`)."""
+        self._write_bytes(self.path(*parts), _parquet_bytes(rows, compression=compression))
 
     def remove(self, *parts: str) -> None:
         """Delete a file or folder under the root, if it is there."""

@@ -44,6 +44,10 @@ class Events(pa.DataFrameModel):
         strict = True
 
 
+EVENTS_ORDER = ["timestamp", "source", "line"]
+"""How the rows of each file of events/ and duplicates/ are sorted."""
+
+
 class Duplicates(Events):
     """`duplicates/`: copies of accepted events that lost to an earlier copy, same columns."""
 

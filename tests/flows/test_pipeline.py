@@ -575,6 +575,39 @@ def test_new_rows_that_displace_nothing_are_added_as_a_file_and_compacted_later(
     assert counts() == [("play", "u", 1), ("seek", "v", 2), ("seek", "w", 2), ("stop", "u", 1)]
 
 
+def test_a_dates_rows_staged_in_pieces_are_added_as_those_files_within_the_limit(
+    lake_url, monkeypatch
+):
+    # Every file read is staged on its own, as a date's file of events/ (sorted, in the
+    # table's columns): the merge adds those files as they are, unless they would take the
+    # date past the limit, when the new rows are written as one file.
+    monkeypatch.setattr(track.settings, "APPENDED_FILES_AT_MOST", 3)
+    monkeypatch.setattr(track.settings, "STAGE_ROWS", 1)
+    lake = Lake(lake_url)
+
+    def event_files() -> list[str]:
+        return lake.partition_files("events")[TODAY.date() - timedelta(days=3)]
+
+    def add(*users: str) -> None:
+        for user in users:  # each file's lines are out of time order
+            lines = ndjson(ev("seek", user, day(3, 2)), ev("play", user, day(3, 1)))
+            drop(lake_url, f"date={d(3)}/{user}.ndjson", lines)
+            # A file is decoded as one piece, and staged as soon as it is.
+            monkeypatch.setattr(track.settings, "PARSE_CHUNK_BYTES", len(lines) - 1)
+        assert run(lake_url)["accepted"] == 2 * len(users)
+
+    add("u", "v")
+    assert len(event_files()) == 2
+    for name in event_files():
+        rows = lake.read_parquet(name)
+        assert rows.columns == list(Events.to_schema().columns)
+        assert rows["event"].to_list() == ["play", "seek"]
+    add("w", "x")
+    assert len(event_files()) == 3
+    assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "play": 4, "seek": 4}]
+    assert len(pl.read_delta(lake.url_of("events"), storage_options=storage_options(lake_url))) == 8
+
+
 def test_a_new_copy_of_a_stored_record_rewrites_its_date_as_one_file(lake_url):
     lake = Lake(lake_url)
     record = ev("play", "u", day(3, 1))
