@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from track.schemas.tables import UTC_MS
 from track.transforms.timestamps import with_line_received_at, with_sent_at
@@ -47,6 +49,11 @@ def test_valid_timestamps(text, expected):
         "2025-01-18T24:00:00Z",
         "2025-01-18T14:60:00Z",
         "2025-01-18T14:30:60Z",  # leap second: no instant in UTC milliseconds
+        # The same in the common shape, which one strptime reads.
+        "2025-02-29T00:00:00.000Z",
+        "2025-04-31T00:00:00.000Z",
+        "2025-01-18T24:00:00.000Z",
+        "2025-01-18T14:30:60.000Z",
         "2025-01-18T14:30Z",
         "2025-01-18",
         "2025-01-18T14:30:00z",
@@ -62,6 +69,17 @@ def test_valid_timestamps(text, expected):
 )
 def test_invalid_timestamps_give_null(text):
     assert _parse(text) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)))
+def test_the_common_shape_and_the_general_path_agree(moment):
+    # Read by one strptime when it has milliseconds and a Z, taken apart otherwise.
+    at = moment.replace(microsecond=moment.microsecond // 1000 * 1000, tzinfo=UTC)
+    wall = f"{at.year:04d}-{at:%m-%dT%H:%M:%S}"
+    millis = f"{at.microsecond // 1000:03d}"
+    assert _parse(f"{wall}.{millis}Z") == at
+    assert _parse(f"{wall}.{millis}0+00:00") == at
 
 
 FILE_AT = datetime(2025, 1, 18, 14, 30, 5, tzinfo=UTC)
