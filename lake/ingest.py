@@ -160,15 +160,12 @@ def decode_files(pieces: list[Piece]) -> pl.DataFrame:
     """The decoded lines of pieces of files, decoded together, each with its file's `source`
     and `received_at` (which a line's own `_received_at` may replace: `parse_lines`)."""
     lines = decode_pieces([(p.first_line, p.data) for p in pieces]).collect()
-    files = pl.DataFrame(
-        {
-            "piece": range(len(pieces)),
-            "source": [p.source for p in pieces],
-            "received_at": [p.received_at for p in pieces],
-        },
-        schema={"piece": pl.UInt32, "source": pl.String, "received_at": UTC_MS},
-    )
-    return lines.join(files, on="piece", how="left", maintain_order="left").drop("piece")
+    sources = pl.Series([p.source for p in pieces], dtype=pl.String)
+    received_at = pl.Series([p.received_at for p in pieces], dtype=UTC_MS)
+    # Each line's piece is the index of its file's values (a join cost 8 times as much).
+    return lines.with_columns(
+        source=sources.gather(lines["piece"]), received_at=received_at.gather(lines["piece"])
+    ).drop("piece")
 
 
 def parse_lines(lines: pl.DataFrame, *, window_start: date) -> tuple[pl.DataFrame, pl.DataFrame]:

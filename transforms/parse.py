@@ -356,7 +356,7 @@ def _line_rows(parsed: pl.DataFrame) -> pl.DataFrame:
     """LINE_SCHEMA rows of parsed plain lines (`event`, `user_id`, `timestamp`,
     `received_at_text`, compact `metadata` and its `pairs`), but those whose metadata names a
     key twice: orjson keeps the last value; let it decide."""
-    key = pl.element().str.head(pl.element().str.find('"', literal=True))  # its closing quote
+    key = pl.element().str.split_exact('"', 1).struct.field("field_0")  # before its closing quote
     keys = pl.col("pairs").list.eval(key)
     parsed = parsed.filter(
         pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
