@@ -425,10 +425,9 @@ class Staged:
         """The staged events (of one date), with `date`; only `columns` if given."""
         wanted = columns or list(STAGED_SCHEMA)
         flags = [c for c in wanted if c in FLAGS]
-        # `source` is read to drop the rows of sources read again, and each file's are cast as
-        # it is read: with categories, the paths of all the new rows are never held at once.
         read = [c for c in wanted if c not in FLAGS]
-        read += [] if "source" in read else ["source"]
+        # Each file's sources are cast as it is read: with categories, the paths of all the
+        # new rows are never held at once.
         kind = pl.Categorical if categorical_source else pl.String
         source = [pl.col("source").cast(kind)] if "source" in wanted else []
         empty = pl.DataFrame(schema={**STAGED_SCHEMA, "date": pl.Date()})
@@ -437,7 +436,10 @@ class Staged:
             at = _staged_date(name)
             if day is not None and at != day:
                 continue
-            rows = self.lake.read_parquet(self.folder, name, columns=read)
+            needs_source = read_again and "source" not in read  # to drop those sources' rows
+            rows = self.lake.read_parquet(
+                self.folder, name, columns=read + ["source"] if needs_source else read
+            )
             if flags:
                 rows = rows.hstack(self.lake.read_parquet(self.folder, flags_file(name)))
             if read_again:
