@@ -340,16 +340,15 @@ def change_date(
 
 
 def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
-    """Add one event date's new rows, all kept, as one more file of it, and their counts as one
-    more file of its counts; its other rows stay where they are (a date's counts that reach
-    APPENDED_FILES_AT_MOST files are summed into one). The users with a play or stop among
-    the new rows."""
+    """Add one event date's new rows, all kept, as one more file of it (the file they were
+    staged in, if that is one), and their counts as one more file of its counts; its other
+    rows stay where they are (a date's counts that reach APPENDED_FILES_AT_MOST files are
+    summed into one). The users with a play or stop among the new rows."""
     files = staged.whole_files(day)
-    stored = len(lake.partition_files(EVENTS).get(day, []))
-    if files is not None and stored + len(files) <= settings.APPENDED_FILES_AT_MOST:
-        # Staged as the table holds a date's rows: each file is taken as it is, unread.
-        for file in files:
-            lake.add_file(EVENTS, day, file)
+    if files is not None and len(files) == 1:
+        # Staged as the table holds a date's rows: the file is taken as it is, unread. Rows
+        # staged in several files are written as one, so that a run adds one file to a date.
+        lake.add_file(EVENTS, day, files[0])
         new = staged.rows(day, ["event", "user_id"])
     else:
         new = staged.rows(day, EVENT_COLUMNS)

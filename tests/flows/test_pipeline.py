@@ -575,13 +575,10 @@ def test_new_rows_that_displace_nothing_are_added_as_a_file_and_compacted_later(
     assert counts() == [("play", "u", 1), ("seek", "v", 2), ("seek", "w", 2), ("stop", "u", 1)]
 
 
-def test_a_dates_rows_staged_in_pieces_are_added_as_those_files_within_the_limit(
-    lake_url, monkeypatch
-):
-    # Every file read is staged on its own, as a date's file of events/ (sorted, in the
-    # table's columns): the merge adds those files as they are, unless they would take the
-    # date past the limit, when the new rows are written as one file.
-    monkeypatch.setattr(track.settings, "APPENDED_FILES_AT_MOST", 3)
+def test_a_dates_new_rows_are_added_as_their_staged_file_or_as_one_file(lake_url, monkeypatch):
+    # Every file read here is staged on its own, as a date's file of events/ is kept (sorted,
+    # in the table's columns). A date's rows staged in one file are added as that file; staged
+    # in several, they are written as one file: a run adds one file to a date.
     monkeypatch.setattr(track.settings, "STAGE_ROWS", 1)
     lake = Lake(lake_url)
 
@@ -597,15 +594,16 @@ def test_a_dates_rows_staged_in_pieces_are_added_as_those_files_within_the_limit
         assert run(lake_url)["accepted"] == 2 * len(users)
 
     add("u", "v")
-    assert len(event_files()) == 2
-    for name in event_files():
+    (first,) = event_files()
+    add("w")
+    assert event_files()[0] == first and len(event_files()) == 2
+    expected = (["play", "play", "seek", "seek"], ["play", "seek"])
+    for name, events in zip(event_files(), expected, strict=True):
         rows = lake.read_parquet(name)
         assert rows.columns == list(Events.to_schema().columns)
-        assert rows["event"].to_list() == ["play", "seek"]
-    add("w", "x")
-    assert len(event_files()) == 3
-    assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "play": 4, "seek": 4}]
-    assert len(pl.read_delta(lake.url_of("events"), storage_options=storage_options(lake_url))) == 8
+        assert rows["event"].to_list() == events
+    assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "play": 3, "seek": 3}]
+    assert len(pl.read_delta(lake.url_of("events"), storage_options=storage_options(lake_url))) == 6
 
 
 def test_a_new_copy_of_a_stored_record_rewrites_its_date_as_one_file(lake_url):
