@@ -505,7 +505,7 @@ class Lake:
         run's snapshot); no rows adds nothing."""
         if rows.is_empty():
             return
-        name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+        name = _part_name(table, day)
         self._write_file(name, rows)
         self._run().tables.setdefault(table, {}).setdefault(day.isoformat(), []).append(name)
 
@@ -514,7 +514,7 @@ class Lake:
         as one more file, as it is: its rows must be the table's, in its columns and order.
         The file stays where it is; the table gets its own copy under a new name (locally a
         hard link, on object stores a copy made by the store), and the rows are not read."""
-        name = f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
+        name = _part_name(table, day)
         target = self.path(name)
         self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
         if self.local:
@@ -674,6 +674,11 @@ class Lake:
         temp = f"{parent}/.tmp-{uuid.uuid4().hex}"
         self.fs.pipe_file(temp, data)
         self.fs.mv(temp, target)
+
+
+def _part_name(table: str, day: date) -> str:
+    """A new file's name in a partition: never one used before."""
+    return f"{table}/date={day.isoformat()}/part-{uuid.uuid4().hex}.parquet"
 
 
 def _file_list(files: str | list[str]) -> list[str]:
