@@ -407,13 +407,14 @@ class Staged:
         """The event dates of the staged rows."""
         return {_staged_date(name) for name, _ in self.files}
 
-    def whole_files(self, day: date) -> list[str] | None:
-        """The staged events files of a date, as paths under the root, if every row in them is
-        used (none of their sources was read again later in the run); else None."""
+    def whole_file(self, day: date) -> str | None:
+        """The path under the root of a date's staged events file, if its rows are all in that
+        one file and all used (none of their sources was read again later in the run); else
+        None."""
         files = [(name, again) for name, again in self.files if _staged_date(name) == day]
-        if any(again for _, again in files):
+        if len(files) != 1 or files[0][1]:
             return None
-        return [f"{self.folder}/{name}" for name, _ in files]
+        return f"{self.folder}/{files[0][0]}"
 
     def rows(
         self,

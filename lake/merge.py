@@ -344,11 +344,11 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
     staged in, if that is one), and their counts as one more file of its counts; its other
     rows stay where they are (a date's counts that reach APPENDED_FILES_AT_MOST files are
     summed into one). The users with a play or stop among the new rows."""
-    files = staged.whole_files(day)
-    if files is not None and len(files) == 1:
+    file = staged.whole_file(day)
+    if file is not None:
         # Staged as the table holds a date's rows: the file is taken as it is, unread. Rows
         # staged in several files are written as one, so that a run adds one file to a date.
-        lake.add_file(EVENTS, day, files[0])
+        lake.add_file(EVENTS, day, file)
         new = staged.rows(day, ["event", "user_id"])
     else:
         new = staged.rows(day, EVENT_COLUMNS)
