@@ -139,18 +139,17 @@ def merge(lake: Lake, results: list[BatchResult], window_start: date, run_id: st
 
 @storage_task
 def rollups(lake: Lake, merged: Merged, window_start: date, run_id: str) -> int:
-    """Match again the sessions of the users whose plays or stops changed (in shards of users,
+    """Match again the sessions around the plays and stops that changed (in shards of users,
     a task each, on the run's Dask cluster if it has one); the sessions in the window."""
     spread = CLUSTERS.get(run_id)
     if not any(d >= window_start for d in merged.changed_dates):
         return count_sessions(lake, window_start=window_start)
     work = lake.fork()
     shards = 1 if spread is None else settings.SESSION_SHARDS
-    users = merged.session_users
     found = rebuild_sessions(
         work,
         window_start=window_start,
-        users=users,
+        changed=merged.session_changes,
         spread=spread,
         shards=shards,
         folder=f"{staging_folder(run_id)}/plays",

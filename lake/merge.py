@@ -60,7 +60,7 @@ from track.schemas.tables import (
 from track.transforms.counts import daily_counts
 from track.transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
 from track.transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
-from track.transforms.sessions import PLAY, STOP, match_sessions
+from track.transforms.sessions import PLAY, STOP, match_sessions, rematch
 
 INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
 INDEX = list(INDEX_SCHEMA)
@@ -72,6 +72,8 @@ threads (`in_threads`), or tasks of the flow's task runner, a Dask cluster (trac
 DATES = pl.List(pl.Date())
 VERDICTS = {"source": pl.String(), "line": pl.Int64(), "kept": pl.Boolean()}
 """Where a copy is (its source and line) and whether it is now kept."""
+MOVED = {"user_id": pl.String(), "timestamp": UTC_MS}
+"""A play or stop that came, went or changed place: whose, and when."""
 
 
 @dataclass
@@ -84,8 +86,9 @@ class Merged:
     clamped: int
     truncated: int
     changed_dates: list[date]
-    session_users: list[str] | None = None
-    """Users whose plays or stops changed (their sessions must be matched again); None: all."""
+    session_changes: pl.DataFrame | None = None
+    """The plays and stops that came, went or changed place (`user_id`, `timestamp`): their
+    users' sessions around them must be matched again; None: every session."""
     dates_of_sources: pl.DataFrame = field(
         default_factory=lambda: pl.DataFrame(schema={"path": pl.String, "dates": DATES})
     )
@@ -130,19 +133,19 @@ def merge_events(
     largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
     # Memory: a date's rows are held whole while it is rewritten; one large date at a time.
     workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
-    users = _change_dates(
+    moved = _change_dates(
         lake, staged, dates, sources, changes, replaced, spread or in_threads(workers)
     )
     _update_clamped_index(lake, clamped, new, window_start)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
-    few = len(users) <= settings.MATCH_USERS_AT_MOST
+    few = moved["user_id"].n_unique() <= settings.MATCH_USERS_AT_MOST
     return Merged(
         accepted=len(new) - len(lost),
         duplicates=len(lost),
         clamped=int(new["clamped"].sum()) - int(lost["clamped"].sum()),
         truncated=int(new["truncated"].sum()) - int(lost["truncated"].sum()),
         changed_dates=dates,
-        session_users=users.sort().to_list() if few else None,
+        session_changes=moved if few else None,
         dates_of_sources=new.group_by("source")  # by category: a path is cast once, not a row
         .agg(dates=pl.col("date").unique().sort())
         .select(path=pl.col("source").cast(pl.String), dates="dates"),
@@ -297,11 +300,11 @@ def _change_dates(
     changes: pl.DataFrame,
     replaced: set[date],
     spread: Spread,
-) -> pl.Series:
+) -> pl.DataFrame:
     """Step 4: add to or rewrite each of these event dates, a call of `spread` each, on a fork
     of the run's lake whose changes the run then takes (`replaced`: dates where re-read sources
-    stored rows); the users with a play or stop among the rows that came, went or changed
-    place."""
+    stored rows); the plays and stops among the rows that came, went or changed place
+    (MOVED)."""
     by_date = {
         day: rows.select(*VERDICTS)
         for (day,), rows in changes.partition_by("date", as_dict=True).items()
@@ -319,42 +322,42 @@ def _change_dates(
         (lake.fork(), staged, day, v, a, sources)
         for day, v, a in zip(dates, verdicts, add, strict=True)
     ]
-    users = [pl.Series("user_id", [], pl.String)]
-    for moved, changed in spread(change_date, calls):
+    moved = [pl.DataFrame(schema=MOVED)]
+    for rows, changed in spread(change_date, calls):
         lake.join(changed)
-        users.append(moved)
-    return pl.concat(users).unique()
+        moved.append(rows)
+    return pl.concat(moved).unique()
 
 
 def change_date(
     lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, add: bool, sources: set[str]
-) -> tuple[pl.Series, Changes]:
+) -> tuple[pl.DataFrame, Changes]:
     """Add a date's new rows to it (`add`: they displace nothing), or rewrite it, on a fork of
-    the run's lake: the users with a play or stop among the rows that came, went or changed
-    place, and the fork's changes."""
+    the run's lake: the plays and stops among the rows that came, went or changed place
+    (MOVED), and the fork's changes."""
     if add:
-        users = _add_to_date(lake, staged, day)
+        moved = _add_to_date(lake, staged, day)
     else:
-        users = _rewrite_date(lake, staged, day, verdicts, sources=sources)
-    return users, lake.changes()
+        moved = _rewrite_date(lake, staged, day, verdicts, sources=sources)
+    return moved, lake.changes()
 
 
-def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
+def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
     """Add one event date's new rows, all kept, as one more file of it (the file they were
     staged in, if that is one), and their counts as one more file of its counts; its other
     rows stay where they are (a date's counts that reach APPENDED_FILES_AT_MOST files are
-    summed into one). The users with a play or stop among the new rows."""
+    summed into one). The plays and stops among the new rows (MOVED)."""
     file = staged.whole_file(day)
     if file is not None:
         # Staged as the table holds a date's rows: the file is taken as it is, unread. Rows
         # staged in several files are written as one, so that a run adds one file to a date.
         lake.add_file(EVENTS, day, file)
-        new = staged.rows(day, ["event", "user_id"])
+        new = staged.rows(day, ["event", *MOVED])
     else:
         new = staged.rows(day, EVENT_COLUMNS)
         lake.append_partition(EVENTS, day, _validated(new, Events))
     if new.is_empty():
-        return pl.Series("user_id", [], pl.String)
+        return pl.DataFrame(schema=MOVED)
     crash_point("partition-written")
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     if len(lake.partition_files(COUNTS).get(day, [])) < settings.APPENDED_FILES_AT_MOST:
@@ -367,15 +370,15 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.Series:
             .sort("event", "user_id")
         )
         lake.write_partition(COUNTS, day, conform(counts, Counts))
-    return new.filter(pl.col("event").is_in([PLAY, STOP]))["user_id"].unique()
+    return _plays_and_stops_of(new)
 
 
 def _rewrite_date(
     lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, *, sources: set[str]
-) -> pl.Series:
+) -> pl.DataFrame:
     """Rewrite one event date as one file: its stored rows but those of re-read sources, its
     new rows, each kept or not as decided (`verdicts` by source and line; the rest keep their
-    place). The users with a play or stop among the rows that came, went or changed place."""
+    place). The plays and stops among the rows that came, went or changed place (MOVED)."""
     stored = pl.concat(
         [
             lake.read_partition(EVENTS, day, Events).with_columns(kept=pl.lit(True)),
@@ -385,12 +388,12 @@ def _rewrite_date(
     new = staged.rows(day, EVENT_COLUMNS).drop("date").with_columns(kept=pl.lit(True))
     replaced = pl.col("source").is_in(sources)
     rows = pl.concat([new, stored.filter(~replaced)])
-    moved = [new.select("event", "user_id"), stored.filter(replaced).select("event", "user_id")]
+    moved = [new.select("event", *MOVED), stored.filter(replaced).select("event", *MOVED)]
     if len(verdicts):
         rows = rows.join(verdicts, on=["source", "line"], how="left", suffix="_decided")
-        moved.append(rows.filter(pl.col("kept_decided").is_not_null()).select("event", "user_id"))
+        moved.append(rows.filter(pl.col("kept_decided").is_not_null()).select("event", *MOVED))
         rows = rows.with_columns(kept=pl.coalesce("kept_decided", "kept")).drop("kept_decided")
-    users = pl.concat(moved).filter(pl.col("event").is_in([PLAY, STOP]))["user_id"].unique()
+    plays_and_stops = _plays_and_stops_of(pl.concat(moved))
     everything_kept = bool(rows["kept"].all())  # the usual case: spare a copy of the date
     events = _validated(rows if everything_kept else rows.filter("kept"), Events)
     lake.write_partition(EVENTS, day, events)
@@ -398,7 +401,12 @@ def _rewrite_date(
     lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.write_partition(COUNTS, day, conform(counts, Counts))
-    return users
+    return plays_and_stops
+
+
+def _plays_and_stops_of(rows: pl.DataFrame) -> pl.DataFrame:
+    """MOVED of the plays and stops among these rows, once each."""
+    return rows.filter(pl.col("event").is_in([PLAY, STOP])).select(*MOVED).unique()
 
 
 def _validated(rows: pl.DataFrame, model: type[Events]) -> pl.DataFrame:
@@ -486,54 +494,94 @@ def rebuild_sessions(
     lake: Lake,
     *,
     window_start: date,
-    users: list[str] | None = None,
+    changed: pl.DataFrame | None = None,
     spread: Spread | None = None,
     shards: int = 1,
     folder: str = "",
 ) -> int:
-    """Match again the sessions of the window, of these users (None: all users); rewrite the
-    session dates whose sessions changed. The number of sessions in the window.
+    """Match again the sessions of the window around these plays and stops (`changed`, MOVED:
+    those that came, went or changed place; None: every session), and rewrite the session
+    dates whose sessions changed. The number of sessions in the window.
 
-    With `shards` > 1, in two rounds of calls of `spread`: each event date's plays and stops
-    are read once and dealt to the shards by a hash of `user_id` (files under `folder`, the
-    run's staging), then each shard's are matched. A user's sessions depend on that user's
-    plays and stops only, and none before the window can change one in it, so matching again
-    the users whose plays or stops changed is exact, and so is matching users in shards.
+    A user's sessions depend on that user's plays and stops only, and a change can alter only
+    the sessions in its span (transforms.sessions.rematch), so only the dates of the spans are
+    read and rewritten. None before the window can change one in it. With `shards` > 1, in two
+    rounds of calls of `spread`: each event date's plays and stops are read once and dealt to
+    the shards by a hash of `user_id` (files under `folder`, the run's staging), then each
+    shard's are matched.
     """
+    users = None if changed is None else changed["user_id"].unique().sort().to_list()
     if shards == 1:
-        sessions = match_window(lake, window_start, users)
+        spans, sessions = match_window(lake, window_start, changed)
     else:
         spread = spread or in_threads(1)
         event_dates = [d for d in lake.partitions(EVENTS) if d >= window_start]
         dealt = spread(deal_date, [(lake, day, users, shards, folder) for day in event_dates])
         names = [[names[k] for names in dealt if k in names] for k in range(shards)]
-        calls = [(lake, folder, shard_names) for shard_names in names]
-        sessions = pl.concat(spread(match_dealt, calls))
+        of_shard = None if changed is None else changed.with_columns(shard=_shard(shards))
+        calls = [
+            (lake, folder, shard_names, _of(of_shard, k)) for k, shard_names in enumerate(names)
+        ]
+        matched = spread(match_dealt, calls)
+        spans = None if changed is None else pl.concat([s for s, _ in matched])
+        sessions = pl.concat([m for _, m in matched])
     Sessions.validate(sessions.drop("date"))  # once for all dates
-    days = set(sessions["date"].unique().to_list()) | {
-        d for d in lake.partitions(SESSIONS) if d >= window_start
-    }
+    if spans is None:
+        days = set(sessions["date"].unique().to_list()) | set(lake.partitions(SESSIONS))
+    else:
+        days = set(_span_dates(spans))
     by_date = sessions.partition_by("date", as_dict=True, include_key=False)
     empty = sessions.clear().drop("date")
-    total = 0
-    for day in sorted(days):
+    for day in sorted(d for d in days if d >= window_start):
         stored = lake.read_partition(SESSIONS, day, Sessions)
         rows = by_date.get((day,), empty)
-        if users is not None:  # the other users' sessions stay
-            kept = stored.filter(~pl.col("user_id").is_in(users))
-            rows = pl.concat([kept, rows])
+        if spans is not None:  # the sessions outside the spans stay
+            marked = stored.join(spans, on="user_id", how="left", maintain_order="left")
+            in_span = pl.col("play_at").is_between("start", "end").fill_null(False)
+            if marked.filter(in_span).select(stored.columns).equals(rows):
+                continue
+            rows = pl.concat([marked.filter(~in_span).select(stored.columns), rows])
         rows = conform(rows.sort("user_id", "play_at"), Sessions)
-        total += len(rows)
         # Most dates' sessions come out as they were: leave those files as they are.
         if not rows.equals(stored):
             lake.write_partition(SESSIONS, day, rows)
-    return total
+    return count_sessions(lake, window_start=window_start)
 
 
-def match_window(lake: Lake, window_start: date, users: list[str] | None) -> pl.DataFrame:
-    """The sessions of the window of these users (None: all users), in one process."""
+def _span_dates(spans: pl.DataFrame) -> list[date]:
+    """The dates of the sessions whose play is in a span (their play's date)."""
+    days = pl.date_ranges(pl.col("start").dt.date(), pl.col("end").dt.date()).alias("date")
+    return spans.select(days.explode().unique())["date"].to_list()
+
+
+def _shard(shards: int) -> pl.Expr:
+    """The shard of users a row's `user_id` is dealt to."""
+    return (pl.col("user_id").hash(SHARD_SEED) % shards).cast(pl.Int64)
+
+
+def _of(rows: pl.DataFrame | None, shard: int) -> pl.DataFrame | None:
+    """The rows dealt to a shard (by their `shard`), or None for None."""
+    return None if rows is None else rows.filter(pl.col("shard") == shard).drop("shard")
+
+
+def match_window(
+    lake: Lake, window_start: date, changed: pl.DataFrame | None
+) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+    """The sessions of the window in the spans of these plays and stops (`changed`; None: all
+    sessions, and no spans), in one process: `(spans, sessions)` as `rematch` gives them."""
     window = lake.scan(EVENTS, Events).filter(pl.col("date") >= window_start)
-    return match_sessions(_plays_and_stops(window, users)).collect()
+    users = None if changed is None else changed["user_id"].unique().to_list()
+    return _match(_plays_and_stops(window, users), changed)
+
+
+def _match(
+    events: pl.LazyFrame, changed: pl.DataFrame | None
+) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+    """`(spans, sessions)` of these plays and stops: all their sessions for `changed` None."""
+    if changed is None:
+        return None, match_sessions(events).collect()
+    spans, sessions = rematch(events, changed.lazy())
+    return spans.collect(), sessions.collect()
 
 
 def _plays_and_stops(events: pl.LazyFrame, users: list[str] | None) -> pl.LazyFrame:
@@ -553,21 +601,23 @@ def deal_date(
     staging file for each shard that gets any, under `folder`; their names by shard."""
     stored = lake.read_partition(EVENTS, day, Events, ["user_id", "event", "timestamp"])
     rows = _plays_and_stops(stored.lazy(), users).collect()
-    shard = (pl.col("user_id").hash(SHARD_SEED) % shards).cast(pl.Int64)
     names = {}
     for (number,), part in (
-        rows.with_columns(shard=shard).partition_by("shard", as_dict=True).items()
+        rows.with_columns(shard=_shard(shards)).partition_by("shard", as_dict=True).items()
     ):
         names[int(number)] = f"shard={number}/{day.isoformat()}.parquet"
         lake.write_parquet(part.drop("shard"), folder, names[int(number)])
     return names
 
 
-def match_dealt(lake: Lake, folder: str, names: list[str]) -> pl.DataFrame:
-    """The sessions of one shard of users, from the plays and stops dealt to it."""
+def match_dealt(
+    lake: Lake, folder: str, names: list[str], changed: pl.DataFrame | None
+) -> tuple[pl.DataFrame | None, pl.DataFrame]:
+    """`(spans, sessions)` of one shard of users (`match_window`), from the plays and stops
+    dealt to it and its `changed`."""
     frames = [lake.read_parquet(folder, name) for name in names]
     empty = pl.DataFrame(schema={"user_id": pl.String, "event": pl.String, "timestamp": UTC_MS})
-    return match_sessions(pl.concat([empty, *frames]).lazy()).collect()
+    return _match(pl.concat([empty, *frames]).lazy(), changed)
 
 
 def count_sessions(lake: Lake, *, window_start: date) -> int:

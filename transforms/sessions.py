@@ -50,6 +50,59 @@ def match_sessions(events: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def rematch(events: pl.LazyFrame, changed: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """The sessions a change can alter, matched again, and where they are: `(spans, sessions)`.
+
+    `events`: every play and stop (`user_id`, `event`, `timestamp`) of the users in `changed`,
+    as they are now; `changed`: the instants (`user_id`, `timestamp`) of their plays and stops
+    that came, went or changed. `spans` (`user_id`, `start`, `end`): a user's sessions whose
+    play is in their span may differ from before, every other session of theirs is as it was;
+    `sessions`: their sessions with a play in their span (as `match_sessions` gives them).
+
+    A session is a play and the first stop from it to the next play, so a change between `lo`
+    and `hi` (its first and last instants) can alter only the sessions of plays from `lo` to
+    `hi`, and of the last play before `lo` (its first stop may have been or be after `lo`).
+    That play does not change if the user's last event before `lo` was a stop: the play's first
+    stop is then before `lo`. So a span starts at the last event before `lo` if that was a play
+    only (no stop at its instant), else at `lo`; events before it are not needed.
+    """
+    bounds = changed.group_by("user_id").agg(
+        lo=pl.col("timestamp").min(), end=pl.col("timestamp").max()
+    )
+    before = (
+        events.join(bounds, on="user_id")
+        .filter(pl.col("timestamp") < pl.col("lo"))
+        .group_by("user_id")
+        .agg(
+            last=pl.col("timestamp").max(),
+            stopped=(
+                (pl.col("event") == STOP) & (pl.col("timestamp") == pl.col("timestamp").max())
+            ).any(),
+        )
+    )
+    spans = (
+        bounds.join(before, on="user_id", how="left")
+        .select(
+            "user_id",
+            start=pl.when(pl.col("last").is_not_null() & ~pl.col("stopped"))
+            .then("last")
+            .otherwise("lo"),
+            end="end",
+        )
+        .collect()
+        .lazy()
+    )
+    needed = events.join(spans, on="user_id").filter(pl.col("timestamp") >= pl.col("start"))
+    sessions = (
+        match_sessions(needed.select("user_id", "event", "timestamp"))
+        .join(spans, on="user_id")
+        .filter(pl.col("play_at") <= pl.col("end"))
+        .drop("start", "end")
+        .sort("date", "user_id", "play_at")
+    )
+    return spans, sessions
+
+
 def sessions_by_period(
     sessions: pl.LazyFrame,
     *,

@@ -6,9 +6,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from track.transforms.sessions import match_sessions, sessions_by_period
+from track.transforms.sessions import match_sessions, rematch, sessions_by_period
 
 T = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -67,6 +69,45 @@ def test_session_across_midnight_belongs_to_the_date_of_its_play():
     assert row["date"] == date(2025, 1, 1)
     assert row["stop_at"].date() == date(2025, 1, 2)
     assert row["duration_ms"] == 1_200_000
+
+
+EVENT_ROW = st.tuples(
+    st.sampled_from(["a", "b", "c"]), st.sampled_from(["play", "stop"]), st.integers(0, 12)
+)
+
+
+@given(
+    before=st.lists(EVENT_ROW, max_size=30),
+    gone=st.sets(st.integers(0, 29), max_size=6),
+    came=st.lists(EVENT_ROW, max_size=6),
+)
+def test_matching_again_in_the_spans_gives_every_session_of_the_new_events(before, gone, came):
+    # The sessions of the events after a change are those before it, with the sessions whose
+    # play is in a changed user's span replaced by `rematch`'s (a run matches no other).
+    after = [row for i, row in enumerate(before) if i not in gone] + came
+    moved = [row for i, row in enumerate(before) if i in gone] + came
+    changed = _events(*moved).select("user_id", "timestamp")
+    users = {row[0] for row in moved}
+    spans, again = rematch(_events(*[r for r in after if r[0] in users]), changed)
+    old = match_sessions(_events(*before)).collect()
+    in_span = (
+        old.join(spans.collect(), on="user_id", how="left")
+        .select(pl.col("play_at").is_between("start", "end").fill_null(False))
+        .to_series()
+    )
+    patched = pl.concat([old.filter(~in_span), again.collect()])
+    expected = match_sessions(_events(*after)).collect()
+    order = ["user_id", "play_at"]
+    assert_frame_equal(patched.sort(order), expected.sort(order))
+
+
+def test_a_span_starts_at_the_last_play_before_the_change_unless_a_stop_came_since():
+    spans = rematch(
+        _events(("a", "play", 0), ("a", "play", 5), ("b", "play", 0), ("b", "stop", 3)),
+        _events(("a", "stop", 9), ("b", "stop", 9)).select("user_id", "timestamp"),
+    )[0].collect()
+    ms = {r["user_id"]: (r["start"] - T) // timedelta(milliseconds=1) for r in spans.to_dicts()}
+    assert ms == {"a": 5, "b": 9}
 
 
 def _sessions(*rows: tuple[str, str, int]) -> pl.LazyFrame:
