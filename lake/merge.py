@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import date
-from typing import Any, TypeVar
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Literal, TypeVar
 
 import polars as pl
 
@@ -66,6 +66,7 @@ INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
 INDEX = list(INDEX_SCHEMA)
 """The columns that decide which copy of a record is kept (RECORD_KEY, then COPY_ORDER)."""
 R = TypeVar("R")
+Closed = Literal["both", "left", "right"]
 Spread = Callable[[Callable[..., Any], list[tuple[Any, ...]]], list[Any]]
 """Where the calls of a step run, one call per argument tuple, results in order: this process's
 threads (`in_threads`), or tasks of the flow's task runner, a Dask cluster (track.flows)."""
@@ -73,6 +74,8 @@ DATES = pl.List(pl.Date())
 VERDICTS = {"source": pl.String(), "line": pl.Int64(), "kept": pl.Boolean()}
 """Where a copy is (its source and line) and whether it is now kept."""
 MOVED = {"user_id": pl.String(), "timestamp": UTC_MS}
+PLAYS_AND_STOPS = {"user_id": pl.String(), "event": pl.String(), "timestamp": UTC_MS}
+"""The columns of events the sessions are matched from."""
 """A play or stop that came, went or changed place: whose, and when."""
 
 
@@ -564,14 +567,124 @@ def _of(rows: pl.DataFrame | None, shard: int) -> pl.DataFrame | None:
     return None if rows is None else rows.filter(pl.col("shard") == shard).drop("shard")
 
 
+LOOK_AROUND = (timedelta(days=1), timedelta(days=4), timedelta(days=12))
+"""How far around the changed plays and stops the reads look for their users' events, in
+turn, before the whole window is read for the users these did not settle."""
+
+
 def match_window(
     lake: Lake, window_start: date, changed: pl.DataFrame | None
 ) -> tuple[pl.DataFrame | None, pl.DataFrame]:
     """The sessions of the window in the spans of these plays and stops (`changed`; None: all
-    sessions, and no spans), in one process: `(spans, sessions)` as `rematch` gives them."""
+    sessions, and no spans), in one process: `(spans, sessions)` as `rematch` gives them.
+
+    A user's span reaches from their last event before their first change to their first
+    event after their last: the events of a time range around the changes settle the users
+    whose span it holds. The range widens by LOOK_AROUND, then to the whole window, for the
+    users it has not settled, each time reading only the time it adds (the event tables are
+    sorted by time, so a range of time reads only the row groups it overlaps): a busy user's
+    neighbours are near, and a lake's reads follow the changes, not the window.
+    """
     window = lake.scan(EVENTS, Events).filter(pl.col("date") >= window_start)
-    users = None if changed is None else changed["user_id"].unique().to_list()
-    return _match(_plays_and_stops(window, users), changed)
+    if changed is None or changed.is_empty():
+        none = None if changed is None else pl.LazyFrame(schema=PLAYS_AND_STOPS)
+        return _match(_plays_and_stops(window, None) if none is None else none, changed)
+    dates = lake.partitions(EVENTS)
+    start = datetime.combine(window_start, time(), UTC)
+    end = datetime.combine((dates[-1] if dates else window_start) + timedelta(days=1), time(), UTC)
+    bounds = changed.group_by("user_id").agg(
+        lo=pl.col("timestamp").min(), hi=pl.col("timestamp").max(), before=False, after=False
+    )
+    held = pl.DataFrame(schema=PLAYS_AND_STOPS)
+    read: tuple[datetime, datetime] | None = None
+    spans, sessions = [], []
+    for margin in (*LOOK_AROUND, None):
+        wider = _wider(bounds, margin, read, start, end)
+        users = bounds["user_id"].to_list()
+        frames = [
+            _plays_and_stops(window.filter(*_between(*part)), users) for part in _added(read, wider)
+        ]
+        held = pl.concat(
+            [held.filter(pl.col("user_id").is_in(users)), *(f.collect() for f in frames)]
+        )
+        read = wider
+        bounds = _reach(held, bounds, read[0] <= start, read[1] >= end)
+        done = pl.col("before") & pl.col("after")
+        ours = pl.col("user_id").is_in(bounds.filter(done)["user_id"].implode())
+        span, matched = rematch(held.lazy().filter(ours), changed.lazy().filter(ours))
+        spans.append(span.collect())
+        sessions.append(matched.collect())
+        bounds = bounds.filter(~done)
+        if bounds.is_empty():
+            break
+    return pl.concat(spans), pl.concat(sessions)
+
+
+def _wider(
+    bounds: pl.DataFrame,
+    margin: timedelta | None,
+    read: tuple[datetime, datetime] | None,
+    start: datetime,
+    end: datetime,
+) -> tuple[datetime, datetime]:
+    """The range of time to have read: the one read so far (`read`), widened to `margin`
+    before the changes of the users not yet settled before them and after those of the users
+    not yet settled after (the whole window for None)."""
+    if margin is None:
+        return start, end
+    first, last = bounds.select(
+        pl.col("lo").filter(~pl.col("before")).min() - margin,
+        pl.col("hi").filter(~pl.col("after")).max() + margin,
+    ).row(0)
+    first = max(start, first or end) if read is None else min(read[0], max(start, first or end))
+    last = min(end, last or start) if read is None else max(read[1], min(end, last or start))
+    return first, last
+
+
+def _added(
+    read: tuple[datetime, datetime] | None, wider: tuple[datetime, datetime]
+) -> list[tuple[datetime, datetime, Closed]]:
+    """The parts of time `wider` adds to `read` (all of it at first), with their closed ends."""
+    if read is None:
+        return [(*wider, "both")] if wider[0] <= wider[1] else []
+    parts: list[tuple[datetime, datetime, Closed]] = []
+    if wider[0] < read[0]:
+        parts.append((wider[0], read[0], "left"))
+    if wider[1] > read[1]:
+        parts.append((read[1], wider[1], "right"))
+    return parts
+
+
+def _between(first: datetime, last: datetime, closed: Closed) -> list[pl.Expr]:
+    """The filters of the events of a range of time (the dates first, which spare files)."""
+    return [
+        pl.col("date").is_between(first.date(), last.date()),
+        pl.col("timestamp").is_between(first, last, closed=closed),
+    ]
+
+
+def _reach(
+    events: pl.DataFrame, bounds: pl.DataFrame, to_start: bool, to_end: bool
+) -> pl.DataFrame:
+    """`bounds` (`user_id`, `lo`, `hi`, `before`, `after`), with `before` (`after`) true for the
+    users with an event before `lo` (after `hi`) among `events` (all of theirs in a range of
+    time), or whose range reaches the window's start (`to_start`) or end (`to_end`)."""
+    reach = (
+        events.join(bounds.select("user_id", "lo", "hi"), on="user_id")
+        .group_by("user_id")
+        .agg(
+            seen_before=(pl.col("timestamp") < pl.col("lo")).any(),
+            seen_after=(pl.col("timestamp") > pl.col("hi")).any(),
+        )
+    )
+    return (
+        bounds.join(reach, on="user_id", how="left", maintain_order="left")
+        .with_columns(
+            before=pl.col("seen_before").fill_null(False) | to_start,
+            after=pl.col("seen_after").fill_null(False) | to_end,
+        )
+        .drop("seen_before", "seen_after")
+    )
 
 
 def _match(
@@ -616,8 +729,7 @@ def match_dealt(
     """`(spans, sessions)` of one shard of users (`match_window`), from the plays and stops
     dealt to it and its `changed`."""
     frames = [lake.read_parquet(folder, name) for name in names]
-    empty = pl.DataFrame(schema={"user_id": pl.String, "event": pl.String, "timestamp": UTC_MS})
-    return _match(pl.concat([empty, *frames]).lazy(), changed)
+    return _match(pl.concat([pl.DataFrame(schema=PLAYS_AND_STOPS), *frames]).lazy(), changed)
 
 
 def count_sessions(lake: Lake, *, window_start: date) -> int:

@@ -272,6 +272,39 @@ def test_a_replaced_file_without_a_users_plays_ends_their_sessions(lake_url):
     assert reader.sessions(d(3), d(3), user_id="gone", lake=lake_url)["data"] == []
 
 
+def test_a_play_or_stop_far_from_its_users_others_is_matched_with_them(lake_url):
+    # A run reads a user's events around their changed plays and stops, wider and wider until
+    # it finds their neighbours: here 10 days back (the third width), 5 ahead, and 23 back
+    # (the whole window).
+    def sessions_of(user: str) -> list[tuple[str, int]]:
+        data = reader.sessions(d(30), d(0), user_id=user, lake=lake_url)["data"]
+        return [(row["date"], row["totalDuration"]) for row in data]
+
+    hours = 3600
+    drop(
+        lake_url,
+        f"date={d(20)}/a.ndjson",
+        ndjson(
+            ev("play", "u", day(20, 1)),
+            ev("stop", "u", day(6, 1)),
+            ev("play", "x", day(25, 1)),
+            ev("play", "w", day(20)),
+            ev("stop", "w", day(20, 13)),
+        ),
+    )
+    run(lake_url)
+    assert sessions_of("u") == [(d(20), 14 * 24 * hours)]
+    drop(lake_url, f"date={d(10)}/b.ndjson", ndjson(ev("play", "u", day(10))))
+    run(lake_url)
+    assert sessions_of("u") == [(d(10), 3 * 24 * hours + 13 * hours)]
+    drop(lake_url, f"date={d(15)}/c.ndjson", ndjson(ev("stop", "u", day(15))))
+    drop(lake_url, f"date={d(2)}/d.ndjson", ndjson(ev("stop", "x", day(2))))
+    assert run(lake_url)["sessions"] == 4
+    assert sessions_of("u") == [(d(20), 5 * 24 * hours + 11 * hours), (d(10), 85 * hours)]
+    assert sessions_of("x") == [(d(25), 23 * 24 * hours + 11 * hours)]
+    assert sessions_of("w") == [(d(20), hours)]
+
+
 def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_url):
     now = datetime.now(UTC) + timedelta(minutes=1)
     drop(
