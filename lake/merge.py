@@ -537,18 +537,30 @@ def rebuild_sessions(
     empty = sessions.clear().drop("date")
     for day in sorted(d for d in days if d >= window_start):
         stored = lake.read_partition(SESSIONS, day, Sessions)
-        rows = by_date.get((day,), empty)
+        rows = by_date.get((day,), empty).sort("user_id", "play_at")
         if spans is not None:  # the sessions outside the spans stay
-            marked = stored.join(spans, on="user_id", how="left", maintain_order="left")
-            in_span = pl.col("play_at").is_between("start", "end").fill_null(False)
-            if marked.filter(in_span).select(stored.columns).equals(rows):
+            patched = _patched(stored, spans, rows)
+            if patched is None:
                 continue
-            rows = pl.concat([marked.filter(~in_span).select(stored.columns), rows])
-        rows = conform(rows.sort("user_id", "play_at"), Sessions)
+            rows = patched
+        rows = conform(rows, Sessions)
         # Most dates' sessions come out as they were: leave those files as they are.
         if not rows.equals(stored):
             lake.write_partition(SESSIONS, day, rows)
     return count_sessions(lake, window_start=window_start)
+
+
+def _patched(stored: pl.DataFrame, spans: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame | None:
+    """A date's sessions with those in the spans replaced by `new` (sorted, as the date's
+    are: by user and play), or None if they are the same. The other users' sessions are taken
+    as they are, merged with the spans' users' by user: only these are sorted."""
+    theirs = pl.col("user_id").is_in(spans["user_id"].implode())
+    marked = stored.filter(theirs).join(spans, on="user_id", how="left", maintain_order="left")
+    in_span = pl.col("play_at").is_between("start", "end")
+    if marked.filter(in_span).select(stored.columns).equals(new):
+        return None
+    mine = pl.concat([marked.filter(~in_span).select(stored.columns), new])
+    return stored.filter(~theirs).merge_sorted(mine.sort("user_id", "play_at"), "user_id")
 
 
 def _span_dates(spans: pl.DataFrame) -> list[date]:

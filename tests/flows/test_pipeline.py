@@ -19,7 +19,7 @@ from track.flows.pipeline import pipeline
 from track.flows.progress import STEPS
 from track.lake.delta import storage_options
 from track.lake.store import CLAMPED, MANIFEST, Lake
-from track.schemas.tables import Clamped, Events, Manifest
+from track.schemas.tables import Clamped, Events, Manifest, Sessions
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -303,6 +303,10 @@ def test_a_play_or_stop_far_from_its_users_others_is_matched_with_them(lake_url)
     assert sessions_of("u") == [(d(20), 5 * 24 * hours + 11 * hours), (d(10), 85 * hours)]
     assert sessions_of("x") == [(d(25), 23 * 24 * hours + 11 * hours)]
     assert sessions_of("w") == [(d(20), hours)]
+    lake = Lake(lake_url)  # each date's sessions stay sorted by user and play, as readers expect
+    for day_ in lake.partitions("sessions"):
+        rows = lake.read_partition("sessions", day_, Sessions)
+        assert rows.equals(rows.sort("user_id", "play_at")), day_
 
 
 def test_retention_freezes_old_answers_and_a_late_stop_completes_nothing(lake_url):
