@@ -60,7 +60,7 @@ def main() -> None:
         )
     )
     window = min(store.partitions(EVENTS))
-    sessions_s, sessions = timed(lambda: match_window(store, window, None))
+    sessions_s, (_, sessions) = timed(lambda: match_window(store, window, None))
     last = max(store.partitions(EVENTS))
     compact_s, _ = timed(lambda: store.read_partition(EVENTS, last, Events).sort("timestamp"))
     # One batch of what a 15-minute schedule gets at this lake's rate, all of the last day.
