@@ -202,19 +202,23 @@ def _stored_index(
 ) -> pl.DataFrame:
     """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`;
     given `located` (record keys and dates: `_stored_dates`), only the copies of the keys
-    located under each date (a partition holding none of them is read for its keys only)."""
+    located under each date (read by their `sent_at` first: the other columns are decoded
+    only for the rows with one of those instants, a few)."""
     frames = [pl.DataFrame(schema={**INDEX_SCHEMA, "date": pl.Date, "kept": pl.Boolean})]
     by_date = {} if located is None else located.partition_by("date", as_dict=True)
     for day in sorted(days):
-        of = by_date.get((day,), pl.DataFrame()).select(RECORD_KEY) if located is not None else None
         for table, model, kept in ((EVENTS, Events, True), (DUPLICATES, Duplicates, False)):
-            if of is not None:
-                keys = lake.read_partition(table, day, model, columns=RECORD_KEY)
-                if keys.join(of, on=RECORD_KEY, how="semi").is_empty():
-                    continue
-            rows = lake.read_partition(table, day, model, columns=INDEX)
-            if of is not None:
-                rows = rows.join(of, on=RECORD_KEY, how="semi")
+            if located is None:
+                rows = lake.read_partition(table, day, model, columns=INDEX)
+            else:
+                of = by_date.get((day,), located.clear()).select(RECORD_KEY)
+                rows = (
+                    lake.scan_partition(table, day, model)
+                    .filter(pl.col("sent_at").is_in(of["sent_at"].implode()))
+                    .select(INDEX)
+                    .collect()
+                    .join(of, on=RECORD_KEY, how="semi")
+                )
             frames.append(rows.with_columns(date=pl.lit(day), kept=pl.lit(kept)))
     return pl.concat(frames)
 

@@ -492,6 +492,15 @@ class Lake:
             return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())
         return pl.concat([self._read(name, columns) for name in names])
 
+    def scan_partition(self, table: str, day: date, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
+        """One partition's rows, lazily: a filter decodes its other columns only for the rows
+        it keeps."""
+        names = self._view().tables.get(table, {}).get(day.isoformat(), [])
+        if not names:
+            return pl.LazyFrame(schema=polars_schema(model))
+        urls = [self.url_of(name) for name in names]
+        return pl.scan_parquet(urls, storage_options=delta.storage_options(self.url))
+
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
         """Replace a partition, all its files, with one file of `rows` (in the run's
         snapshot); no rows removes it."""
