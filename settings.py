@@ -100,8 +100,12 @@ APPENDED_FILES_AT_MOST = 8
 """An event date takes a run's new rows as one more file when they displace nothing, up to this
 many files; the next run that changes it rewrites it as one (compaction)."""
 MATCH_USERS_AT_MOST = 20_000
-"""Beyond this many users with changed plays or stops, all sessions are matched again (a filter
-on a long list of users costs more than it spares)."""
+MATCH_DATES_AT_MOST = 2
+"""Beyond MATCH_USERS_AT_MOST users with changed plays or stops, on more than MATCH_DATES_AT_MOST
+dates, all sessions are matched again: reading a long list of users' events over the whole
+window costs more than matching everyone (1.8 s against 1.1 to 1.4 s for 40,000 users on an
+8M-event window). Within a few dates, the reads around the changes spare most of the window
+(0.6 s against 1.4 s for the same users, all on one date)."""
 KEEP_SNAPSHOTS = 20
 """How many of the newest snapshot files a commit keeps (older ones are deleted)."""
 LOCK_POLL_SECONDS = 1.0

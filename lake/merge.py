@@ -141,7 +141,10 @@ def merge_events(
     )
     _update_clamped_index(lake, clamped, new, window_start)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
-    few = moved["user_id"].n_unique() <= settings.MATCH_USERS_AT_MOST
+    few = (
+        moved["user_id"].n_unique() <= settings.MATCH_USERS_AT_MOST
+        or moved["timestamp"].dt.date().n_unique() <= settings.MATCH_DATES_AT_MOST
+    )
     return Merged(
         accepted=len(new) - len(lost),
         duplicates=len(lost),

@@ -269,9 +269,14 @@ REPORT_KEYS = [k for k in SPEC_REPORT_KEYS if k != "partitions_deleted"]
 @given(scenarios(), st.booleans())
 def test_pipeline_agrees_with_the_reference_model(tmp_path_factory, steps, match_everyone):
     # Sessions are matched again for the users whose plays or stops changed, or for everyone
-    # beyond MATCH_USERS_AT_MOST users: both ways must give the model's answers.
-    limit = 0 if match_everyone else track.settings.MATCH_USERS_AT_MOST
-    with mock.patch.object(track.settings, "MATCH_USERS_AT_MOST", limit):
+    # beyond MATCH_USERS_AT_MOST users on more than MATCH_DATES_AT_MOST dates: both ways must
+    # give the model's answers.
+    users = 0 if match_everyone else track.settings.MATCH_USERS_AT_MOST
+    dates = -1 if match_everyone else track.settings.MATCH_DATES_AT_MOST
+    with (
+        mock.patch.object(track.settings, "MATCH_USERS_AT_MOST", users),
+        mock.patch.object(track.settings, "MATCH_DATES_AT_MOST", dates),
+    ):
         _agrees_with_the_model(steps, str(tmp_path_factory.mktemp("example") / "lake"))
 
 
