@@ -74,9 +74,9 @@ DATES = pl.List(pl.Date())
 VERDICTS = {"source": pl.String(), "line": pl.Int64(), "kept": pl.Boolean()}
 """Where a copy is (its source and line) and whether it is now kept."""
 MOVED = {"user_id": pl.String(), "timestamp": UTC_MS}
+"""A play or stop that came, went or changed place: whose, and when."""
 PLAYS_AND_STOPS = {"user_id": pl.String(), "event": pl.String(), "timestamp": UTC_MS}
 """The columns of events the sessions are matched from."""
-"""A play or stop that came, went or changed place: whose, and when."""
 
 
 @dataclass

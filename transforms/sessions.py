@@ -89,7 +89,7 @@ def rematch(events: pl.LazyFrame, changed: pl.LazyFrame) -> tuple[pl.LazyFrame, 
             .otherwise("lo"),
             end="end",
         )
-        .collect()
+        .collect()  # once: both the events needed and the sessions kept are cut by the spans
         .lazy()
     )
     needed = events.join(spans, on="user_id").filter(pl.col("timestamp") >= pl.col("start"))
