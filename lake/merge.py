@@ -542,11 +542,13 @@ def rebuild_sessions(
         days = set(_span_dates(spans))
     by_date = sessions.partition_by("date", as_dict=True, include_key=False)
     empty = sessions.clear().drop("date")
+    span_users = pl.Series([], dtype=pl.String) if spans is None else spans["user_id"]
+    span_users = span_users.implode()
     for day in sorted(d for d in days if d >= window_start):
         stored = lake.read_partition(SESSIONS, day, Sessions)
         rows = by_date.get((day,), empty).sort("user_id", "play_at")
         if spans is not None:  # the sessions outside the spans stay
-            patched = _patched(stored, spans, rows)
+            patched = _patched(stored, spans, span_users, rows)
             if patched is None:
                 continue
             rows = patched
@@ -557,11 +559,14 @@ def rebuild_sessions(
     return count_sessions(lake, window_start=window_start)
 
 
-def _patched(stored: pl.DataFrame, spans: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame | None:
+def _patched(
+    stored: pl.DataFrame, spans: pl.DataFrame, users: pl.Series, new: pl.DataFrame
+) -> pl.DataFrame | None:
     """A date's sessions with those in the spans replaced by `new` (sorted, as the date's
-    are: by user and play), or None if they are the same. The other users' sessions are taken
-    as they are, merged with the spans' users' by user: only these are sorted."""
-    theirs = pl.col("user_id").is_in(spans["user_id"].implode())
+    are: by user and play), or None if they are the same (`users`: the spans' users, as one
+    list). The other users' sessions are taken as they are, merged with the spans' users' by
+    user: only these are sorted."""
+    theirs = stored["user_id"].is_in(users)
     marked = stored.filter(theirs).join(spans, on="user_id", how="left", maintain_order="left")
     in_span = pl.col("play_at").is_between("start", "end")
     if marked.filter(in_span).select(stored.columns).equals(new):
