@@ -520,11 +520,11 @@ def rebuild_sessions(
     the shards by a hash of `user_id` (files under `folder`, the run's staging), then each
     shard's are matched.
     """
-    users = None if changed is None else changed["user_id"].unique().sort().to_list()
     if shards == 1:
         spans, sessions = match_window(lake, window_start, changed)
     else:
         spread = spread or in_threads(1)
+        users = None if changed is None else changed["user_id"].unique().sort().to_list()
         event_dates = [d for d in lake.partitions(EVENTS) if d >= window_start]
         dealt = spread(deal_date, [(lake, day, users, shards, folder) for day in event_dates])
         names = [[names[k] for names in dealt if k in names] for k in range(shards)]
@@ -610,9 +610,10 @@ def match_window(
     neighbours are near, and a lake's reads follow the changes, not the window.
     """
     window = lake.scan(EVENTS, Events).filter(pl.col("date") >= window_start)
-    if changed is None or changed.is_empty():
-        none = None if changed is None else pl.LazyFrame(schema=PLAYS_AND_STOPS)
-        return _match(_plays_and_stops(window, None) if none is None else none, changed)
+    if changed is None:
+        return _match(_plays_and_stops(window, None), None)
+    if changed.is_empty():
+        return _match(pl.LazyFrame(schema=PLAYS_AND_STOPS), changed)
     dates = lake.partitions(EVENTS)
     start = datetime.combine(window_start, time(), UTC)
     end = datetime.combine((dates[-1] if dates else window_start) + timedelta(days=1), time(), UTC)
