@@ -70,11 +70,12 @@ class ParsedRecord(pa.DataFrameModel):
     @pa.dataframe_check(name="timestamp_is_a_real_instant")
     @classmethod
     def timestamp_is_a_real_instant(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        """A timestamp that matches the grammar must also name a real date (no 2025-02-30)."""
+        """A timestamp must name a real instant (no 2025-02-30). One that breaks the grammar
+        fails here too, but its `timestamp` failure ranks first (`_FIELD_REASON`), so only the
+        dates the grammar lets through are reported by this check (a second pass of the
+        grammar over every timestamp cost more than the rest of this model)."""
         return data.lazyframe.select(
-            pl.col("timestamp").is_null()
-            | ~pl.col("timestamp").str.contains(RFC3339)
-            | pl.col("sent_at").is_not_null()
+            pl.col("timestamp").is_null() | pl.col("sent_at").is_not_null()
         )
 
     class Config:

