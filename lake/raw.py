@@ -80,7 +80,8 @@ def line_chunks(text: bytes, size: int | None = None) -> Chunks:
         end = len(text) if cut == -1 else cut + 1
         chunk = text[start:end]
         yield first_line, chunk
-        first_line += chunk.count(b"\n")
+        if end < len(text):  # counting a file's last run (most often its only one) is waste
+            first_line += chunk.count(b"\n")
         start = end
 
 
