@@ -77,7 +77,7 @@ STAGE_ROWS = 250_000
 """An ingest batch validates, normalises and stages its lines whenever it holds this many: the
 bound on a batch's memory."""
 BATCH_BYTES = 64 * 1024**2
-"""An ingest task reads raw files of at most this many bytes in all (or one larger file)..."""
+"""An ingest task reads raw files of about this many bytes in all (or one larger file)..."""
 BATCH_FILES = 256
 """... and at most this many files."""
 BATCHES_AT_LEAST = 4

@@ -6,6 +6,7 @@ written here."""
 
 from __future__ import annotations
 
+import heapq
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,21 +64,34 @@ def plan_files(lake: Lake, files: list[RawFile]) -> list[FilePlan]:
     return plans
 
 
-def batches(plans: list[FilePlan]) -> list[list[FilePlan]]:
-    """Plans grouped so that one task reads many small files or a few large ones, and into at
-    least BATCHES_AT_LEAST groups when there are files enough, so no worker idles at the end."""
+def batches(plans: list[FilePlan], workers: int = settings.INGEST_WORKERS) -> list[list[FilePlan]]:
+    """Plans dealt into groups of about equal bytes, the largest group first, so that one task
+    reads many small files or a few large ones: about BATCH_BYTES and at most BATCH_FILES files
+    each (a larger file alone), at least BATCHES_AT_LEAST groups when there are files enough,
+    and a multiple of `workers` of them, so no worker idles at the end (seven equal tasks on two
+    workers leave one idle while the seventh runs). Each group keeps the plans' order."""
+    if not plans:
+        return []
     total = sum(p.raw.size for p in plans)
-    limit = min(settings.BATCH_BYTES, total // settings.BATCHES_AT_LEAST + 1)
-    groups: list[list[FilePlan]] = [[]]
-    size = 0
-    for plan in plans:
-        full = size + plan.raw.size > limit or len(groups[-1]) >= settings.BATCH_FILES
-        if groups[-1] and full:
-            groups.append([])
-            size = 0
-        groups[-1].append(plan)
-        size += plan.raw.size
-    return [g for g in groups if g]
+    wanted = max(
+        settings.BATCHES_AT_LEAST,
+        -(-total // settings.BATCH_BYTES),
+        -(-len(plans) // settings.BATCH_FILES),
+    )
+    count = min(len(plans), -(-wanted // workers) * workers)
+    # The largest file first, each to the group with the fewest bytes so far (the LPT rule),
+    # or with the fewest files of as many bytes.
+    open_groups = [(0, 0, index) for index in range(count)]
+    members: list[list[int]] = [[] for _ in range(count)]
+    sizes = [0] * count
+    for at in sorted(range(len(plans)), key=lambda i: -plans[i].raw.size):
+        size, files, index = heapq.heappop(open_groups)
+        members[index].append(at)
+        sizes[index] = size + plans[at].raw.size
+        if files + 1 < settings.BATCH_FILES:
+            heapq.heappush(open_groups, (sizes[index], files + 1, index))
+    order = sorted(range(count), key=lambda index: -sizes[index])
+    return [[plans[at] for at in sorted(members[index])] for index in order if members[index]]
 
 
 # Results ------------------------------------------------------------------------------------
