@@ -193,9 +193,10 @@ def parse_lines(lines: pl.DataFrame, *, window_start: date) -> tuple[pl.DataFram
     lines = sent.collect()
     objects = lines.filter(pl.col("reason").is_null())
     rejected = validate_records(objects, key=LINE_ID)
-    events = normalise_events(
-        objects.lazy().join(rejected.lazy(), on=LINE_ID, how="anti"), window_start=window_start
-    ).collect()
+    valid = objects.lazy()
+    if len(rejected):  # the usual case has none: spare hashing every line's id
+        valid = valid.join(rejected.lazy(), on=LINE_ID, how="anti")
+    events = normalise_events(valid, window_start=window_start).collect()
     bad = pl.concat(
         [
             lines.filter(pl.col("reason").is_not_null()).select(*LINE_ID, "reason", "message"),
