@@ -348,7 +348,8 @@ def staging_folder(run_id: str) -> str:
 class Stager:
     """Writes a batch's parsed rows to staging: events split by date, without the expired, each
     date's as the event tables hold them (Events' columns, in order, zstd), so that the merge
-    can add the file to its date as it is; what happened to each row (`FLAGS`) beside it."""
+    can add the file to its date as it is; each row's source as a category and what happened
+    to it (`BESIDE`) in a file beside it."""
 
     def __init__(self, lake: Lake, folder: str) -> None:
         self.lake, self.folder = lake, folder
@@ -366,7 +367,8 @@ class Stager:
                 path = f"{EVENTS}/date={day.isoformat()}/{name}.parquet"
                 rows = conform(part, Events)
                 self.lake.write_parquet(rows, self.folder, path, compression="zstd")
-                self.lake.write_parquet(part.select(FLAGS), self.folder, flags_file(path))
+                beside = part.select(pl.col("source").cast(pl.Categorical), *FLAGS)
+                self.lake.write_parquet(beside, self.folder, beside_file(path))
                 self.written.append(path)
         if len(quarantine):
             path = f"quarantine/{name}.parquet"
@@ -375,12 +377,16 @@ class Stager:
 
 
 FLAGS = ["clamped", "truncated"]
-"""What happened to a staged row, in a file of its own beside its date's events file."""
+"""What happened to a staged row."""
+BESIDE = ["source", *FLAGS]
+"""A staged row's source as a category, and FLAGS, in a file of their own beside its date's
+events file: the merge reads the source of every new row, which as paths cost twice the rest
+of its deciding columns (3M rows: 0.3 s against 0.19 s without the sources)."""
 
 
-def flags_file(events_file: str) -> str:
-    """The staged file of FLAGS beside a staged events file, row for row."""
-    return events_file.replace(f"{EVENTS}/", "flags/", 1)
+def beside_file(events_file: str) -> str:
+    """The staged file of BESIDE next to a staged events file, row for row."""
+    return events_file.replace(f"{EVENTS}/", "beside/", 1)
 
 
 def ingest_batch(
@@ -402,7 +408,7 @@ STAGED_SCHEMA = {n: t for n, t in EVENT_SCHEMA.items() if n not in ("date", "exp
 @dataclass
 class Staged:
     """A run's staged rows, as the merge reads them: the retained events, as
-    `events/date=D/<id>.parquet` files under `folder` (with their FLAGS beside them), each with
+    `events/date=D/<id>.parquet` files under `folder` (with their BESIDE next to them), each with
     the sources read again later in the run, whose rows in it are not used; and the quarantine
     files."""
 
@@ -440,10 +446,9 @@ class Staged:
     ) -> pl.DataFrame:
         """The staged events (of one date), with `date`; only `columns` if given."""
         wanted = columns or list(STAGED_SCHEMA)
-        flags = [c for c in wanted if c in FLAGS]
-        read = [c for c in wanted if c not in FLAGS]
-        # Each file's sources are cast as it is read: with categories, the paths of all the
-        # new rows are never held at once.
+        # Sources as categories come from the file beside, as they were staged.
+        beside = [c for c in BESIDE if c in wanted and (c in FLAGS or categorical_source)]
+        read = [c for c in wanted if c not in beside]
         kind = pl.Categorical if categorical_source else pl.String
         source = [pl.col("source").cast(kind)] if "source" in wanted else []
         empty = pl.DataFrame(schema={**STAGED_SCHEMA, "date": pl.Date()})
@@ -452,12 +457,12 @@ class Staged:
             at = _staged_date(name)
             if day is not None and at != day:
                 continue
-            needs_source = read_again and "source" not in read  # to drop those sources' rows
-            rows = self.lake.read_parquet(
-                self.folder, name, columns=read + ["source"] if needs_source else read
-            )
-            if flags:
-                rows = rows.hstack(self.lake.read_parquet(self.folder, flags_file(name)))
+            needs_source = read_again and "source" not in wanted  # to drop those sources' rows
+            here = read + ["source"] if needs_source else read
+            parts = [self.lake.read_parquet(self.folder, name, columns=here)] if here else []
+            if beside:
+                parts.append(self.lake.read_parquet(self.folder, beside_file(name), columns=beside))
+            rows = pl.concat(parts, how="horizontal")
             if read_again:
                 rows = rows.filter(~pl.col("source").is_in(read_again))
             frames.append(rows.select(*wanted).with_columns(*source, date=pl.lit(at)))
