@@ -28,11 +28,10 @@ def period_start(day: pl.Expr, group_by: GroupBy, week_start: WeekStart = "monda
 
 def daily_counts(events: pl.LazyFrame) -> pl.LazyFrame:
     """`date`, `event`, `user_id`, `count`: accepted events per UTC date, event name and user,
-    in the order each first appears (a date's events come sorted by time, so a file of them is
-    made alike every time; a sort by name and user cost twice the count itself)."""
-    return events.group_by("date", "event", "user_id", maintain_order=True).agg(
-        count=pl.len().cast(pl.Int64)
-    )
+    in no set order: every answer groups them again. Keeping the order each first appears cost
+    as much as the count itself (107,143 events: 40 against 19 ms of CPU), a sort by name and
+    user twice as much."""
+    return events.group_by("date", "event", "user_id").agg(count=pl.len().cast(pl.Int64))
 
 
 def counts_by_period(
