@@ -18,6 +18,7 @@ tests/transforms/test_parse.py checks on generated lines that both paths agree.
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any
 
 import orjson
@@ -434,32 +435,28 @@ def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.L
     A piece that is not valid UTF-8 as a whole is decoded line by line too.
     """
     texts: list[bytes] = []
-    numbered: list[tuple[int, int, int]] = []  # piece, first line, lines
+    places: list[tuple[int, int]] = []  # piece, first line
     frames = [pl.DataFrame(schema={"piece": pl.UInt32(), **LINE_SCHEMA})]
     for piece, (first_line, data) in enumerate(pieces):
         if first_line == 1 and data.startswith(BOM):
             data = data[len(BOM) :]
         if fast and _is_utf8(data):
             texts.append(data)
-            numbered.append((piece, first_line, data.count(b"\n") + 1))
+            places.append((piece, first_line))
         else:
             rows = _decode_lines(list(enumerate(data.split(b"\n"), start=first_line)))
             frames.append(rows.select(pl.lit(piece, pl.UInt32).alias("piece"), pl.all()))
     if texts:
-        frames.append(_decode_texts(texts, numbered))
+        frames.append(_decode_texts(texts, places))
     rows = pl.concat(frames)
     parts = pl.col("record"), pl.col("pairs")
     return rows.lazy().with_columns(fingerprint(*parts)).drop("record", "pairs")
 
 
-def _decode_texts(texts: list[bytes], numbered: list[tuple[int, int, int]]) -> pl.DataFrame:
-    """Joined with newlines, the texts split back into exactly their lines."""
-    places = pl.DataFrame(numbered, schema=["piece", "first", "count"], orient="row").select(
-        pl.col("piece").cast(pl.UInt32).repeat_by("count").explode(),
-        line=pl.int_ranges("first", pl.col("first") + pl.col("count"), dtype=pl.Int64).explode(),
-    )
-    lines = _lines(b"\n".join(texts)).to_frame().with_row_index("row")
-    lines = lines.hstack(places.head(len(lines)))  # the last line may be the blank one left out
+def _decode_texts(texts: list[bytes], places: list[tuple[int, int]]) -> pl.DataFrame:
+    """Joined with newlines, the texts split back into exactly their lines, each with its
+    piece and number (`places`: each text's piece and first line)."""
+    lines = _with_places(_lines(b"\n".join(texts)).to_frame().with_row_index("row"), texts, places)
     # Each shape is checked only on the lines the simpler one left.
     simple = lines.select(pl.col("raw").str.contains(SIMPLE_LINE)).to_series()
     rest = lines.filter(~simple)
@@ -483,6 +480,26 @@ def _decode_texts(texts: list[bytes], numbered: list[tuple[int, int, int]]) -> p
         pl.concat([fast_rows, slow_rows.select(fast_rows.columns)])
         .sort("row")
         .select("piece", *LINE_SCHEMA)
+    )
+
+
+def _with_places(
+    lines: pl.DataFrame, texts: list[bytes], places: list[tuple[int, int]]
+) -> pl.DataFrame:
+    """The lines of the texts joined with newlines, each with its piece and its number: its
+    text is the one its first byte falls in, found from the lines' lengths (counting each
+    text's newlines in Python cost as much as reading the lines, and held the GIL)."""
+    ends = pl.Series(list(accumulate(len(text) + 1 for text in texts)), dtype=pl.Int64)
+    width = pl.col("raw").str.len_bytes().cast(pl.Int64) + 1
+    starts = lines.select(width.cum_sum() - width).to_series()
+    text = ends.search_sorted(starts, side="right")  # the texts that end at or before a line
+    first_rows = starts.search_sorted(ends.shift(1, fill_value=0), side="left")
+    pieces = pl.Series([piece for piece, _ in places], dtype=pl.UInt32)
+    first_lines = pl.Series([first for _, first in places], dtype=pl.Int64)
+    row = pl.col("row").cast(pl.Int64)
+    return lines.with_columns(
+        piece=pieces.gather(text),
+        line=first_lines.gather(text) + row - first_rows.gather(text).cast(pl.Int64),
     )
 
 
