@@ -380,8 +380,8 @@ FLAGS = ["clamped", "truncated"]
 """What happened to a staged row."""
 BESIDE = ["source", *FLAGS]
 """A staged row's source as a category, and FLAGS, in a file of their own beside its date's
-events file: the merge reads the source of every new row, which as paths cost twice the rest
-of its deciding columns (3M rows: 0.3 s against 0.19 s without the sources)."""
+events file: the merge reads the source of every new row, as paths a third of the cost of its
+deciding columns (3M rows: 0.30 s with the sources as paths, 0.23 s as categories)."""
 
 
 def beside_file(events_file: str) -> str:

