@@ -487,7 +487,7 @@ class Lake:
     ) -> pl.DataFrame:
         """One partition's rows, those of each of its files in turn, only `columns` if given
         (empty, with the model's columns, if there is none)."""
-        names = self._view().tables.get(table, {}).get(day.isoformat(), [])
+        names = self._partition(table, day)
         if not names:
             return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())
         return pl.concat([self._read(name, columns) for name in names])
@@ -495,11 +495,20 @@ class Lake:
     def scan_partition(self, table: str, day: date, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
         """One partition's rows, lazily: a filter decodes its other columns only for the rows
         it keeps."""
-        names = self._view().tables.get(table, {}).get(day.isoformat(), [])
+        names = self._partition(table, day)
         if not names:
             return pl.LazyFrame(schema=polars_schema(model))
+        return self._scan(names)
+
+    def _partition(self, table: str, day: date) -> list[str]:
+        """The names of a partition's files in the snapshot (none if it has no partition)."""
+        return self._view().tables.get(table, {}).get(day.isoformat(), [])
+
+    def _scan(self, names: list[str], **options: Any) -> pl.LazyFrame:
+        """These files, lazily: Polars reads object stores itself (with the options deltalake
+        takes), so a filter or a few columns read only what they need."""
         urls = [self.url_of(name) for name in names]
-        return pl.scan_parquet(urls, storage_options=delta.storage_options(self.url))
+        return pl.scan_parquet(urls, storage_options=delta.storage_options(self.url), **options)
 
     def write_partition(self, table: str, day: date, rows: pl.DataFrame) -> None:
         """Replace a partition, all its files, with one file of `rows` (in the run's
@@ -548,15 +557,8 @@ class Lake:
         schema = {**polars_schema(model), "date": pl.Date()}
         if not parts:
             return pl.LazyFrame(schema=schema)
-        # Polars reads object stores itself (with the options deltalake takes): lazily, so a
-        # filter on `date` or a few columns read only what they need.
-        files = [self.url_of(name) for d in sorted(parts) for name in parts[d]]
-        return pl.scan_parquet(
-            files,
-            hive_partitioning=True,
-            hive_schema={"date": pl.Date()},
-            storage_options=delta.storage_options(self.url),
-        )
+        names = [name for d in sorted(parts) for name in parts[d]]
+        return self._scan(names, hive_partitioning=True, hive_schema={"date": pl.Date()})
 
     # State tables ----------------------------------------------------------------------------
 
