@@ -213,24 +213,19 @@ def _stored_index(
     """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`;
     given `located` (record keys and dates: `_stored_dates`), only the copies of the keys
     located under each date (read by their `sent_at` first: the other columns are decoded
-    only for the rows with one of those instants, a few)."""
-    frames = [pl.DataFrame(schema={**INDEX_SCHEMA, "date": pl.Date, "kept": pl.Boolean})]
-    by_date = {} if located is None else located.partition_by("date", as_dict=True)
-    for day in sorted(days):
-        for table, model, kept in ((EVENTS, Events, True), (DUPLICATES, Duplicates, False)):
-            if located is None:
-                rows = lake.read_partition(table, day, model, columns=INDEX)
-            else:
-                of = by_date.get((day,), located.clear()).select(RECORD_KEY)
-                rows = (
-                    lake.scan_partition(table, day, model)
-                    .filter(pl.col("sent_at").is_in(of["sent_at"].implode()))
-                    .select(INDEX)
-                    .collect()
-                    .join(of, on=RECORD_KEY, how="semi")
-                )
-            frames.append(rows.with_columns(date=pl.lit(day), kept=pl.lit(kept)))
-    return pl.concat(frames)
+    only for the rows with one of those instants, a few). The dates are read in one query,
+    not one by one (28 dates of 8M events: 0.21 s against 0.32 s)."""
+    tables = ((EVENTS, Events, True), (DUPLICATES, Duplicates, False))
+    frames = [
+        lake.scan(table, model, days).select(*INDEX, "date", kept=pl.lit(kept))
+        if located is None
+        else lake.scan(table, model, days)
+        .filter(pl.col("sent_at").is_in(located["sent_at"].implode()))
+        .select(*INDEX, "date", kept=pl.lit(kept))
+        for table, model, kept in tables
+    ]
+    rows = pl.concat(frames).collect()
+    return rows if located is None else rows.join(located, on=[*RECORD_KEY, "date"], how="semi")
 
 
 def _stored_dates(keys: pl.DataFrame, clamped: pl.DataFrame, retained: set[date]) -> pl.DataFrame:
@@ -546,41 +541,61 @@ def rebuild_sessions(
     Sessions.validate(sessions.drop("date"))  # once for all dates
     if spans is None:
         days = set(sessions["date"].unique().to_list()) | set(lake.partitions(SESSIONS))
+        by_date = sessions.partition_by("date", as_dict=True, include_key=False)
+        empty = sessions.clear().drop("date")
+        for day in sorted(d for d in days if d >= window_start):
+            rows = conform(by_date.get((day,), empty).sort("user_id", "play_at"), Sessions)
+            # Most dates' sessions come out as they were: leave those files as they are.
+            if not rows.equals(lake.read_partition(SESSIONS, day, Sessions)):
+                lake.write_partition(SESSIONS, day, rows)
     else:
-        days = set(_span_dates(spans))
-    by_date = sessions.partition_by("date", as_dict=True, include_key=False)
-    empty = sessions.clear().drop("date")
-    span_users = pl.Series([], dtype=pl.String) if spans is None else spans["user_id"]
-    span_users = span_users.implode()
-    for day in sorted(d for d in days if d >= window_start):
-        stored = lake.read_partition(SESSIONS, day, Sessions)
-        rows = by_date.get((day,), empty).sort("user_id", "play_at")
-        if spans is not None:  # the sessions outside the spans stay
-            patched = _patched(stored, spans, span_users, rows)
-            if patched is None:
-                continue
-            rows = patched
-        rows = conform(rows, Sessions)
-        # Most dates' sessions come out as they were: leave those files as they are.
-        if not rows.equals(stored):
-            lake.write_partition(SESSIONS, day, rows)
+        days = [d for d in _span_dates(spans) if d >= window_start]
+        stored = lake.scan(SESSIONS, Sessions, days).collect()
+        for day, rows in sorted(_patched(stored, spans, sessions).items()):
+            lake.write_partition(SESSIONS, day, conform(rows, Sessions))
     return count_sessions(lake, window_start=window_start)
 
 
+SESSION_KEY = ["date", "user_id", "play_at"]
+"""What identifies a session, and the order of a table's sessions (a date's: the rest)."""
+
+
 def _patched(
-    stored: pl.DataFrame, spans: pl.DataFrame, users: pl.Series, new: pl.DataFrame
-) -> pl.DataFrame | None:
-    """A date's sessions with those in the spans replaced by `new` (sorted, as the date's
-    are: by user and play), or None if they are the same (`users`: the spans' users, as one
-    list). The other users' sessions are taken as they are, merged with the spans' users' by
-    user: only these are sorted."""
-    theirs = stored["user_id"].is_in(users)
+    stored: pl.DataFrame, spans: pl.DataFrame, new: pl.DataFrame
+) -> dict[date, pl.DataFrame]:
+    """The dates whose sessions change, each with all its sessions now: `stored` (the span
+    dates' sessions, with `date`, in order) with those in the spans replaced by `new` (with
+    `date`). The dates are patched all at once, not one by one (28 dates of 20,000 sessions:
+    0.05 s against 0.17 s), and a date whose sessions in the spans come out as they were is
+    left out. The other users' sessions are taken as they are, merged with the spans' users'
+    by user: only these are sorted."""
+    columns = [*SESSION_KEY, "stop_at", "duration_ms"]
+    stored, new = stored.select(columns), new.select(columns)
+    theirs = pl.col("user_id").is_in(spans["user_id"].implode())
     marked = stored.filter(theirs).join(spans, on="user_id", how="left", maintain_order="left")
     in_span = pl.col("play_at").is_between("start", "end")
-    if marked.filter(in_span).select(stored.columns).equals(new):
-        return None
-    mine = pl.concat([marked.filter(~in_span).select(stored.columns), new])
-    return stored.filter(~theirs).merge_sorted(mine.sort("user_id", "play_at"), "user_id")
+    old = marked.filter(in_span).select(columns)
+    differ = pl.concat(
+        [old.join(new, on=columns, how="anti"), new.join(old, on=columns, how="anti")]
+    )
+    changed = differ["date"].unique()
+    if changed.is_empty():
+        return {}
+    of_changed = pl.col("date").is_in(changed.implode())
+    mine = (
+        pl.concat([marked.filter(~in_span).select(columns), new])
+        .filter(of_changed)
+        .sort(SESSION_KEY)
+        .partition_by("date", as_dict=True, include_key=False)
+    )
+    others = stored.filter(~theirs, of_changed).partition_by(
+        "date", as_dict=True, include_key=False
+    )
+    empty = new.clear().drop("date")
+    return {
+        day: others.get((day,), empty).merge_sorted(mine.get((day,), empty), "user_id")
+        for day in changed.to_list()
+    }
 
 
 def _span_dates(spans: pl.DataFrame) -> list[date]:

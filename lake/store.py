@@ -39,6 +39,7 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import IO, Any, Literal, cast
@@ -551,9 +552,15 @@ class Lake:
         parts = self._view().tables.get(table, {})
         return {date.fromisoformat(d): list(names) for d, names in parts.items()}
 
-    def scan(self, table: str, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
-        """A table with its `date` key as a column, from the files the snapshot names."""
+    def scan(
+        self, table: str, model: type[pa.DataFrameModel], days: Iterable[date] | None = None
+    ) -> pl.LazyFrame:
+        """A table with its `date` key as a column, from the files the snapshot names (of
+        these dates only, if given), date by date."""
         parts = self._view().tables.get(table, {})
+        if days is not None:
+            wanted = {d.isoformat() for d in days}
+            parts = {d: names for d, names in parts.items() if d in wanted}
         schema = {**polars_schema(model), "date": pl.Date()}
         if not parts:
             return pl.LazyFrame(schema=schema)
