@@ -540,18 +540,18 @@ def rebuild_sessions(
         sessions = pl.concat([m for _, m in matched])
     Sessions.validate(sessions.drop("date"))  # once for all dates
     if spans is None:
-        days = set(sessions["date"].unique().to_list()) | set(lake.partitions(SESSIONS))
+        every = set(sessions["date"].unique().to_list()) | set(lake.partitions(SESSIONS))
         by_date = sessions.partition_by("date", as_dict=True, include_key=False)
         empty = sessions.clear().drop("date")
-        for day in sorted(d for d in days if d >= window_start):
+        for day in sorted(d for d in every if d >= window_start):
             rows = conform(by_date.get((day,), empty).sort("user_id", "play_at"), Sessions)
             # Most dates' sessions come out as they were: leave those files as they are.
             if not rows.equals(lake.read_partition(SESSIONS, day, Sessions)):
                 lake.write_partition(SESSIONS, day, rows)
     else:
-        days = [d for d in _span_dates(spans) if d >= window_start]
-        stored = lake.scan(SESSIONS, Sessions, days).collect()
-        for day, rows in sorted(_patched(stored, spans, sessions).items()):
+        in_window = pl.col("date") >= window_start
+        stored = lake.scan(SESSIONS, Sessions, _span_dates(spans)).filter(in_window).collect()
+        for day, rows in sorted(_patched(stored, spans, sessions.filter(in_window)).items()):
             lake.write_partition(SESSIONS, day, conform(rows, Sessions))
     return count_sessions(lake, window_start=window_start)
 
