@@ -29,9 +29,11 @@ def _bench(name: str, tmp_path: Path, *args: str) -> dict:
 
 # What a script measures is only meaningful at its own sizes: these check that it still runs
 # on what it was asked for, not its figures.
-def test_throughput_runs_on_the_input_it_was_asked_for(tmp_path):
-    figures = _bench("throughput", tmp_path, "--events", "3000", "--files", "3")
-    assert (figures["events"], figures["files"]) == (3000, 3)
+def test_throughput_runs_on_the_input_it_was_asked_for_in_the_rounds_asked(tmp_path):
+    args = ["--events", "3000", "--files", "3", "--rounds", "2"]
+    figures = _bench("throughput", tmp_path, *args)
+    assert (figures["events"], figures["files"], len(figures["rounds"])) == (3000, 3, 2)
+    assert figures["ratio"] in [r["ratio"] for r in figures["rounds"]]
 
 
 def test_incremental_runs_end_to_end(tmp_path):
