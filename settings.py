@@ -97,8 +97,12 @@ CLUSTER_TASKS = 8
 """At most this many tasks a step on a Dask cluster (event dates, shards of users): each takes
 a few calls when there are more."""
 APPENDED_FILES_AT_MOST = 8
-"""An event date takes a run's new rows as one more file when they displace nothing, up to this
-many files; the next run that changes it rewrites it as one (compaction)."""
+TAIL_SHARE = 0.125
+"""An event date takes a run's new rows as one more file when they displace nothing, up to
+APPENDED_FILES_AT_MOST files; then its files after the first are merged into one (as are its
+counts'), while they hold at most TAIL_SHARE of the first's rows; past that, the next run that
+changes the date rewrites it as one file (compaction). A date taking a few rows a run is
+rewritten whole once they add up to an eighth of it, not every few runs."""
 MATCH_USERS_AT_MOST = 20_000
 MATCH_DATES_AT_MOST = 2
 """Beyond MATCH_USERS_AT_MOST users with changed plays or stops, on more than MATCH_DATES_AT_MOST

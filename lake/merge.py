@@ -12,9 +12,10 @@ How a run's new events are merged, in four steps (`merge_events`):
    place changes are carried on;
 4. each date on its own: where the new rows displace nothing (no stored copy changes place,
    no re-read file stored rows there, every new row is kept), they are added to it as one more
-   file, and only its counts are rewritten; otherwise the date is rewritten whole, from its
-   stored rows, its new rows and those changes, as one file (which also compacts a date that
-   took several appended files).
+   file, and their counts as one more file of its counts (past APPENDED_FILES_AT_MOST files,
+   a date's files after its first are merged into one); otherwise, or once those hold more
+   than TAIL_SHARE of its first file's rows, the date is rewritten whole, from its stored
+   rows, its new rows and those changes, as one file.
 """
 
 from __future__ import annotations
@@ -325,9 +326,7 @@ def _change_dates(
     verdicts = [by_date.get(day, none) for day in dates]
     files = lake.partition_files(EVENTS)
     add = [
-        day not in by_date
-        and day not in replaced
-        and len(files.get(day, [])) < settings.APPENDED_FILES_AT_MOST
+        day not in by_date and day not in replaced and _room_to_add(lake, files.get(day, []))
         for day in dates
     ]
     calls = [
@@ -354,11 +353,23 @@ def change_date(
     return moved, lake.changes()
 
 
+def _room_to_add(lake: Lake, files: list[str]) -> bool:
+    """Whether a date of these event files takes new rows as one more file: below
+    APPENDED_FILES_AT_MOST files, or its files after the first hold at most TAIL_SHARE of the
+    first's rows (they are then merged into one as the new rows come: `_merge_tail`). Else
+    the date is rewritten whole, as one file."""
+    if len(files) < settings.APPENDED_FILES_AT_MOST:
+        return True
+    first, *tail = lake.file_rows(files)
+    return sum(tail) <= settings.TAIL_SHARE * first
+
+
 def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
     """Add one event date's new rows, all kept, as one more file of it (the file they were
     staged in, if that is one), and their counts as one more file of its counts; its other
-    rows stay where they are (a date's counts that reach APPENDED_FILES_AT_MOST files are
-    summed into one). The plays and stops among the new rows (MOVED)."""
+    rows stay where they are (a date's files after its first are merged into one once they
+    pass APPENDED_FILES_AT_MOST files in all). The plays and stops among the
+    new rows (MOVED)."""
     file = staged.whole_file(day)
     if file is not None:
         # Staged as the table holds a date's rows: the file is taken as it is, unread. Rows
@@ -371,18 +382,29 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
     if new.is_empty():
         return pl.DataFrame(schema=MOVED)
     crash_point("partition-written")
+    _merge_tail(lake, EVENTS, day, lambda rows: _validated(rows, Events))
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
-    if len(lake.partition_files(COUNTS).get(day, [])) < settings.APPENDED_FILES_AT_MOST:
-        lake.append_partition(COUNTS, day, conform(added, Counts))
-    else:
-        counts = (
-            pl.concat([lake.read_partition(COUNTS, day, Counts), conform(added, Counts)])
-            .group_by("event", "user_id")
-            .agg(pl.col("count").sum())
-            .sort("event", "user_id")
-        )
-        lake.write_partition(COUNTS, day, conform(counts, Counts))
+    lake.append_partition(COUNTS, day, conform(added, Counts))
+    _merge_tail(lake, COUNTS, day, _summed)
     return _plays_and_stops_of(new)
+
+
+def _merge_tail(
+    lake: Lake, table: str, day: date, combine: Callable[[pl.DataFrame], pl.DataFrame]
+) -> None:
+    """Merge a date's files after its first into one (`combine`: their rows made one) once
+    they pass APPENDED_FILES_AT_MOST files in all: its first file (since a rewrite, the
+    date's bulk) is left as it is, so that a date taking a few rows a run (a late upload's, a
+    backfill's) is not rewritten whole every few runs; `_room_to_add` bounds the rest."""
+    files = lake.partition_files(table).get(day, [])
+    if len(files) > settings.APPENDED_FILES_AT_MOST:
+        lake.merge_files(table, day, files[1:], combine)
+
+
+def _summed(counts: pl.DataFrame) -> pl.DataFrame:
+    """Counts rows (Counts) with one row per event and user."""
+    summed = counts.group_by("event", "user_id").agg(pl.col("count").sum())
+    return conform(summed.sort("event", "user_id"), Counts)
 
 
 def _rewrite_date(

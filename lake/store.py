@@ -39,7 +39,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import IO, Any, Literal, cast
@@ -47,6 +47,7 @@ from typing import IO, Any, Literal, cast
 import fsspec
 import pandera.polars as pa
 import polars as pl
+import pyarrow.parquet as pq
 
 from track import settings
 from track.errors import LakeFencedError, LakeFormatError
@@ -541,6 +542,30 @@ class Lake:
         else:
             self.fs.copy(self.path(file), target)
         self._run().tables.setdefault(table, {}).setdefault(day.isoformat(), []).append(name)
+
+    def merge_files(
+        self,
+        table: str,
+        day: date,
+        names: list[str],
+        combine: Callable[[pl.DataFrame], pl.DataFrame],
+    ) -> None:
+        """Replace some of a partition's files with one file of their rows, made one by
+        `combine` (in the run's snapshot); its other files stay as they are, before it."""
+        files = self._run().tables[table][day.isoformat()]
+        rows = combine(pl.concat([self._read(name) for name in names]))
+        for name in names:
+            files.remove(name)
+            self._run().replaced.append(name)
+        self.append_partition(table, day, rows)
+
+    def file_rows(self, names: list[str]) -> list[int]:
+        """The number of rows of each of these files of the tables (from their footers)."""
+        counts = []
+        for name in names:
+            with self.fs.open(self.path(name), "rb") as f:
+                counts.append(pq.ParquetFile(f).metadata.num_rows)
+        return counts
 
     def delete_partition(self, table: str, day: date) -> None:
         """Remove a partition (in the run's snapshot)."""

@@ -69,8 +69,8 @@ class Quarantine(pa.DataFrameModel):
 class Counts(pa.DataFrameModel):
     """`counts/`: accepted events per UTC date (partition), event name and user. A date, event
     and user may have a row in more than one file of a date (a run that adds events to a date
-    adds their counts as a file; at most APPENDED_FILES_AT_MOST files, then they are summed into
-    one): their counts add up, so sum `count` by date, event and user."""
+    adds their counts as a file; past APPENDED_FILES_AT_MOST files, those after the first are
+    summed into one): their counts add up, so sum `count` by date, event and user."""
 
     event: str
     user_id: str

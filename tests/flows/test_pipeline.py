@@ -612,6 +612,50 @@ def test_new_rows_that_displace_nothing_are_added_as_a_file_and_compacted_later(
     assert counts() == [("play", "u", 1), ("seek", "v", 2), ("seek", "w", 2), ("stop", "u", 1)]
 
 
+def test_a_date_taking_a_few_rows_a_run_keeps_its_first_file_until_they_add_up(
+    lake_url, monkeypatch
+):
+    # A late upload's few rows a run: past APPENDED_FILES_AT_MOST files, the date's files
+    # after its first are merged into one, the first left as it is, while they hold at most
+    # TAIL_SHARE of its rows; past that, the date is rewritten as one file.
+    monkeypatch.setattr(track.settings, "APPENDED_FILES_AT_MOST", 3)
+    monkeypatch.setattr(track.settings, "TAIL_SHARE", 0.5)
+    lake = Lake(lake_url)
+
+    def files(table: str) -> list[str]:
+        return lake.partition_files(table).get(TODAY.date() - timedelta(days=3), [])
+
+    def delta(table: str) -> pl.DataFrame:
+        return pl.read_delta(lake.url_of(table), storage_options=storage_options(lake_url))
+
+    bulk = [ev("seek", f"u{n % 3}", day(3, 0, n)) for n in range(8)]
+    drop(lake_url, f"date={d(3)}/a.ndjson", ndjson(*bulk))
+    run(lake_url)
+    (first,) = files("events")
+    (first_counts,) = files("counts")
+    layouts = []
+    for n in range(1, 8):  # one new row a run, each a file of its own
+        drop(lake_url, f"date={d(3)}/late-{n}.ndjson", ndjson(ev("seek", "u0", day(3, 2, n))))
+        assert run(lake_url)["accepted"] == 1
+        layouts.append((files("events")[0] == first, len(files("events"))))
+        assert answers(lake_url, d(3), d(3))[0] == [{"date": d(3), "seek": 8 + n}]
+        counted = delta("counts").group_by("user_id").agg(pl.col("count").sum()).sort("user_id")
+        assert counted.rows() == [("u0", 3 + n), ("u1", 3), ("u2", 2)]
+        assert len(delta("events")) == 8 + n
+    # Files after the first: 1, 2, 3 -> merged (3 rows, 1 file), +1, 4 rows in 2 files ->
+    # merged, +1, then 6 rows in 2 files are more than half of the first's 8: rewritten whole.
+    assert layouts == [
+        (True, 2),
+        (True, 3),
+        (True, 2),
+        (True, 3),
+        (True, 2),
+        (True, 3),
+        (False, 1),
+    ]
+    assert files("counts")[0] != first_counts and len(files("counts")) == 1
+
+
 def test_a_dates_new_rows_are_added_as_their_staged_file_or_as_one_file(lake_url, monkeypatch):
     # Every file read here is staged on its own, as a date's file of events/ is kept (sorted,
     # in the table's columns). A date's rows staged in one file are added as that file; staged
