@@ -5,7 +5,9 @@ spread over every day of the window (a late upload or a backfill); ratio large /
 each (target: at most 1.5). Marginal here is the run's own time (the steps of its report's
 `seconds`) less an empty-lake run's: a Prefect server's start-up, seconds that vary from run to
 run, is left out of both. Each kind is run `--repeat` times (a new file each time) and the
-fastest counted; the steps of the fastest are printed.
+fastest counted; the steps of the fastest are printed, and the mean and slowest of the runs of
+each kind: with `--repeat 8` or more, they carry the merging of a date's appended files
+(APPENDED_FILES_AT_MOST), the cost a run of such files pays on average.
 
     python bench/lake_size.py [--events N] [--small N] [--files N] [--new N] [--repeat N]
 """
@@ -34,11 +36,11 @@ def work(run: Run) -> float:
     return float(sum(run.report["seconds"].values()))
 
 
-def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str, Run]:
-    """The fastest run of each kind of new file on a lake of `events` events."""
+def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str, list[Run]]:
+    """The runs of each kind of new file on a lake of `events` events, fastest first."""
     lake = fresh_lake(inputs(events, files), f"lake-size-{events}")
     track_run(lake)
-    fastest: dict[str, Run] = {}
+    runs: dict[str, list[Run]] = {kind: [] for kind in KINDS}
     number = files
     for attempt in range(repeat):
         for kind in KINDS:
@@ -47,9 +49,8 @@ def incremental_runs(events: int, files: int, new: int, repeat: int) -> dict[str
             number += 1
             run = track_run(lake)
             assert (run.report["files"], run.report["lines"]) == (1, new), run.report
-            if kind not in fastest or work(run) < work(fastest[kind]):
-                fastest[kind] = run
-    return fastest
+            runs[kind].append(run)
+    return {kind: sorted(done, key=work) for kind, done in runs.items()}
 
 
 def main() -> None:
@@ -63,22 +64,35 @@ def main() -> None:
     ]
     figures: dict[str, Any] = {"empty_s": work(empty), "empty_process_s": empty.seconds}
     for kind in KINDS:
-        small_s, large_s = work(small[kind]) - work(empty), work(large[kind]) - work(empty)
+        small_s, large_s = work(small[kind][0]) - work(empty), work(large[kind][0]) - work(empty)
         ratio = large_s / small_s
         lines.append(
             f"{kind:<9}: marginal {small_s:.2f} s on {args.small:,} events,"
             f" {large_s:.2f} s on {args.events:,}: {ratio:.2f}x: {verdict(ratio, 1.5)}"
         )
-        for size, run in ((args.small, small[kind]), (args.events, large[kind])):
-            steps = ", ".join(f"{k} {v:.2f}" for k, v in run.report["seconds"].items())
-            lines.append(f"    {size:>9,} events: {steps} (process {run.seconds:.1f} s)")
+        for size, runs in ((args.small, small[kind]), (args.events, large[kind])):
+            steps = ", ".join(f"{k} {v:.2f}" for k, v in runs[0].report["seconds"].items())
+            lines.append(f"    {size:>9,} events: {steps} (process {runs[0].seconds:.1f} s)")
+        spent = {
+            size: [work(run) - work(empty) for run in runs]
+            for size, runs in (("small", small[kind]), ("large", large[kind]))
+        }
+        means = {size: sum(seconds) / len(seconds) for size, seconds in spent.items()}
+        lines.append(
+            f"    mean of {args.repeat} runs {means['small']:.2f} s and {means['large']:.2f} s"
+            f" ({means['large'] / means['small']:.2f}x); slowest {spent['small'][-1]:.2f} s and"
+            f" {spent['large'][-1]:.2f} s"
+        )
         figures[kind] = {
             "small_s": small_s,
             "large_s": large_s,
             "ratio": ratio,
+            "mean_small_s": means["small"],
+            "mean_large_s": means["large"],
+            "runs_s": spent,
             "steps": {
-                "small": small[kind].report["seconds"],
-                "large": large[kind].report["seconds"],
+                "small": small[kind][0].report["seconds"],
+                "large": large[kind][0].report["seconds"],
             },
         }
     record("lake_size", lines, figures)
