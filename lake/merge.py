@@ -377,8 +377,8 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
     """Add one event date's new rows, all kept, as one more file of it (the file they were
     staged in, if that is one), and their counts as one more file of its counts; its other
     rows stay where they are (a date's files after its first are merged into one once they
-    pass APPENDED_FILES_AT_MOST files in all). The plays and stops among the
-    new rows (MOVED)."""
+    pass APPENDED_FILES_AT_MOST files in all). The plays and stops among the new rows
+    (MOVED)."""
     file = staged.whole_file(day)
     if file is not None:
         # Staged as the table holds a date's rows: the file is taken as it is, unread. Rows
@@ -596,10 +596,11 @@ def _patched(
 ) -> dict[date, pl.DataFrame]:
     """The dates whose sessions change, each with all its sessions now: `stored` (the span
     dates' sessions, with `date`, in order) with those in the spans replaced by `new` (with
-    `date`). The dates are patched all at once, not one by one (28 dates of 20,000 sessions:
-    0.05 s against 0.17 s), and a date whose sessions in the spans come out as they were is
-    left out. The other users' sessions are taken as they are, merged with the spans' users'
-    by user: only these are sorted."""
+    `date`). The dates are patched all at once, not one by one (28 dates of 20,000 sessions
+    in a run: 0.09 to 0.13 s, against 0.17 s of patching and 0.10 s of reading date by date),
+    and a date whose sessions in the spans come out as they were is left out. The other
+    users' sessions are taken as they are, merged with the spans' users' by user: only these
+    are sorted."""
     columns = [*SESSION_KEY, "stop_at", "duration_ms"]
     stored, new = stored.select(columns), new.select(columns)
     theirs = pl.col("user_id").is_in(spans["user_id"].implode())
