@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import pandera.polars as pa
 import polars as pl
-import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema
 from deltalake.exceptions import TableNotFoundError
 from deltalake.transaction import (
@@ -139,8 +138,7 @@ def _add(lake: Lake, name: str, rel: str, day: str, now: int, snapshot: Snapshot
     the store (a file a killed run left unpublished)."""
     facts = snapshot.written.get(name)
     if facts is None:
-        with lake.fs.open(lake.path(name), "rb") as f:
-            facts = (lake.fs.size(lake.path(name)), pq.ParquetFile(f).metadata.num_rows)
+        facts = (lake.fs.size(lake.path(name)), lake.file_rows([name])[0])
     size, rows = facts
     return AddAction(
         path=rel,
