@@ -178,7 +178,7 @@ def against_copy_floor(name: str, events: int, files: int, target: float, rounds
         floor_cpu = (_cpu_seconds() - cpu) / 3  # copy_floor copies three times
         full = track_run(fresh_lake(source, name))
         assert (full.report["files"], full.report["accepted"]) == (files, events), full.report
-        seconds = full.seconds - empty.seconds
+        seconds, _ = marginal(full, empty)
         run_cpu = full.cpu_seconds - empty.cpu_seconds
         figures.append(
             {

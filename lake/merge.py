@@ -291,9 +291,10 @@ def _decide(copies: pl.DataFrame, tombstones: pl.DataFrame) -> pl.DataFrame:
         )
     else:
         copies = copies.with_columns(gone=False)
-    # May over-select: deduplicate compares whole keys.
-    several = _record_mix().is_in(_shared(copies.select(_record_mix()).to_series()).implode())
-    candidates = copies.filter(several | pl.col("gone") | ~pl.col("was_kept")).drop("gone")
+    mixes = copies.select(_record_mix()).to_series()
+    several = mixes.is_in(_shared(mixes).implode())  # may over-select: see _record_mix
+    candidates = copies.filter(pl.lit(several) | pl.col("gone") | ~pl.col("was_kept"))
+    candidates = candidates.drop("gone")
     candidates = candidates.with_columns(pl.col("source").cast(pl.String))
     return deduplicate(candidates.lazy(), tombstones=tombstones.lazy()).collect()
 
