@@ -364,8 +364,12 @@ def _line_rows(parsed: pl.DataFrame) -> pl.DataFrame:
     """LINE_SCHEMA rows of parsed plain lines (`event`, `user_id`, `timestamp`,
     `received_at_text`, compact `metadata` and its `pairs`), but those whose metadata names a
     key twice: orjson keeps the last value; let it decide."""
-    key = pl.element().str.split_exact('"', 1).struct.field("field_0")  # before its closing quote
-    keys = pl.col("pairs").list.eval(key)
+    # A key is the bytes before its closing quote (`str.find`: a byte offset), compared as
+    # bytes: a split into a struct cost 60% more (321k lines: 111 against 64 ms of CPU).
+    pair = pl.element()
+    keys = pl.col("pairs").list.eval(
+        pair.cast(pl.Binary).bin.slice(0, pair.str.find('"', literal=True))
+    )
     parsed = parsed.filter(
         pl.col("metadata").is_null() | (keys.list.n_unique() == pl.col("pairs").list.len())
     )
