@@ -4,7 +4,8 @@
     ├── SettingsError            an environment variable Track cannot use (also a ValueError)
     ├── LakeError                the lake refuses this run: retrying it does not help
     │   ├── LakeFormatError      its events were written by a Track this one cannot extend
-    │   └── LakeFencedError      the run lost the lake to another before it committed
+    │   ├── LakeFencedError      the run lost the lake to another before it committed
+    │   └── LakeRootError        its root's path has a folder named after a table's column
     ├── RawFileError             a raw file as read
     │   ├── UnreadableFileError  its bytes are no lines at all (bad gzip, binary): quarantined
     │   └── RawFileChangedError  it changed while it was read: the task that read it is retried
@@ -41,6 +42,12 @@ class LakeError(TrackError):
 class LakeFormatError(LakeError):
     """A lake whose events were fingerprinted by a version of Track whose stored rows this one
     cannot extend: rebuild it from raw/."""
+
+
+class LakeRootError(LakeError, ValueError):
+    """A lake whose root's path has a `key=value` folder named after a column of its tables or
+    `date`: readers of a table's files (Polars, Track's own scans) take every such folder of a
+    file's path as a partition column, so it would stand for that column."""
 
 
 class LakeFencedError(LakeError):

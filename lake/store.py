@@ -50,7 +50,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from track import settings
-from track.errors import LakeFencedError, LakeFormatError
+from track.errors import LakeFencedError, LakeFormatError, LakeRootError
 from track.lake import delta
 from track.lake.faults import crash_point
 from track.schemas.constants import FINGERPRINT, RAW_SUFFIXES
@@ -114,6 +114,21 @@ def version_of(info: dict[str, Any]) -> str:
     if "ino" in info and "created" in info:  # local: `created` is st_ctime
         return f"{info['ino']}:{info['created']!r}"
     return ""
+
+
+def _root_keys(base: str) -> list[str]:
+    """The keys of the `key=value` folders of a lake's root path (`s3://bucket/env=prod/lake`:
+    `env`), which a scan of its tables reads as columns and drops; one named after a column of
+    the tables, or `date`, would stand for it: such a root is refused."""
+    keys = [folder.split("=", 1)[0] for folder in base.split("/") if "=" in folder]
+    columns = {"date"} | {name for model in TABLE_MODELS.values() for name in polars_schema(model)}
+    taken = sorted(set(keys) & columns)
+    if taken:
+        raise LakeRootError(
+            f"the lake's root {base!r} has a folder named {taken[0]}=…, which readers of its "
+            f"tables would take for their {taken[0]!r} column: put the lake somewhere else"
+        )
+    return keys
 
 
 def partition_date(name: str) -> date | None:
@@ -217,6 +232,7 @@ class Lake:
         self.base = self.base.rstrip("/")
         protocol = self.fs.protocol
         self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+        self.root_keys = _root_keys(self.base)
         self.run: Snapshot | None = None
         self.pinned: Snapshot | None = None
         self.forked_from: Snapshot | None = None
@@ -590,7 +606,10 @@ class Lake:
         if not parts:
             return pl.LazyFrame(schema=schema)
         names = [name for d in sorted(parts) for name in parts[d]]
-        return self._scan(names, hive_partitioning=True, hive_schema={"date": pl.Date()})
+        # Polars takes every `key=value` folder of a file's path as a column, the root's too.
+        keys = {key: pl.String() for key in self.root_keys}
+        hive = self._scan(names, hive_partitioning=True, hive_schema={**keys, "date": pl.Date()})
+        return hive.drop(*keys)
 
     # State tables ----------------------------------------------------------------------------
 
