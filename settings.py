@@ -100,9 +100,9 @@ APPENDED_FILES_AT_MOST = 8
 TAIL_SHARE = 0.125
 """An event date takes a run's new rows as one more file when they displace nothing, up to
 APPENDED_FILES_AT_MOST files; then its files after the first are merged into one (as are its
-counts'), while they hold at most TAIL_SHARE of the first's rows; past that, the next run that
-changes the date rewrites it as one file (compaction). A date taking a few rows a run is
-rewritten whole once they add up to an eighth of it, not every few runs."""
+counts'), while they would hold, with the run's new rows, at most TAIL_SHARE of the first's
+rows; past that, the run rewrites the date as one file (compaction). A date taking a few rows
+a run is rewritten whole once they add up to an eighth of it, not every few runs."""
 MATCH_USERS_AT_MOST = 20_000
 MATCH_DATES_AT_MOST = 2
 """Beyond MATCH_USERS_AT_MOST users with changed plays or stops, on more than MATCH_DATES_AT_MOST

@@ -134,11 +134,12 @@ def merge_events(
     dates, changes = _decide_copies(
         lake, new, staged.dates(), replaced, sources, window_start, clamped
     )
-    largest = new.group_by("date").len().select(pl.col("len").max()).item() or 0
+    rows = dict(new.group_by("date").len().iter_rows())
     # Memory: a date's rows are held whole while it is rewritten; one large date at a time.
-    workers = settings.MERGE_WORKERS if largest <= settings.MERGE_PARALLEL_ROWS else 1
+    parallel = max(rows.values(), default=0) <= settings.MERGE_PARALLEL_ROWS
+    workers = settings.MERGE_WORKERS if parallel else 1
     moved = _change_dates(
-        lake, staged, dates, sources, changes, replaced, spread or in_threads(workers)
+        lake, staged, dates, rows, sources, changes, replaced, spread or in_threads(workers)
     )
     _update_clamped_index(lake, clamped, new, window_start)
     lost = changes.filter("new")  # new rows come as kept: a change is a loss
@@ -319,15 +320,16 @@ def _change_dates(
     lake: Lake,
     staged: Staged,
     dates: list[date],
+    new_rows: dict[date, int],
     sources: set[str],
     changes: pl.DataFrame,
     replaced: set[date],
     spread: Spread,
 ) -> pl.DataFrame:
     """Step 4: add to or rewrite each of these event dates, a call of `spread` each, on a fork
-    of the run's lake whose changes the run then takes (`replaced`: dates where re-read sources
-    stored rows); the plays and stops among the rows that came, went or changed place
-    (MOVED; a row may come twice)."""
+    of the run's lake whose changes the run then takes (`new_rows`: the run's rows of each
+    date; `replaced`: dates where re-read sources stored rows); the plays and stops among the
+    rows that came, went or changed place (MOVED; a row may come twice)."""
     by_date = {
         day: rows.select(*VERDICTS)
         for (day,), rows in changes.partition_by("date", as_dict=True).items()
@@ -336,7 +338,9 @@ def _change_dates(
     verdicts = [by_date.get(day, none) for day in dates]
     files = lake.partition_files(EVENTS)
     add = [
-        day not in by_date and day not in replaced and _room_to_add(lake, files.get(day, []))
+        day not in by_date
+        and day not in replaced
+        and _room_to_add(lake, files.get(day, []), new_rows.get(day, 0))
         for day in dates
     ]
     calls = [
@@ -363,15 +367,15 @@ def change_date(
     return moved, lake.changes()
 
 
-def _room_to_add(lake: Lake, files: list[str]) -> bool:
-    """Whether a date of these event files takes new rows as one more file: below
-    APPENDED_FILES_AT_MOST files, or its files after the first hold at most TAIL_SHARE of the
-    first's rows (they are then merged into one as the new rows come: `_merge_tail`). Else
-    the date is rewritten whole, as one file."""
+def _room_to_add(lake: Lake, files: list[str], adding: int) -> bool:
+    """Whether a date of these event files takes `adding` new rows as one more file: below
+    APPENDED_FILES_AT_MOST files, or its files after the first hold, with the new rows, at
+    most TAIL_SHARE of the first's rows (they are then merged into one: `_merge_tail`). Else
+    the date is rewritten whole, as one file: a large batch is not merged into a small tail."""
     if len(files) < settings.APPENDED_FILES_AT_MOST:
         return True
     first, *tail = lake.file_rows(files)
-    return sum(tail) <= settings.TAIL_SHARE * first
+    return sum(tail) + adding <= settings.TAIL_SHARE * first
 
 
 def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
