@@ -336,16 +336,9 @@ def _change_dates(
     }
     none = pl.DataFrame(schema=VERDICTS)
     verdicts = [by_date.get(day, none) for day in dates]
-    files = lake.partition_files(EVENTS)
-    add = [
-        day not in by_date
-        and day not in replaced
-        and _room_to_add(lake, files.get(day, []), new_rows.get(day, 0))
-        for day in dates
-    ]
     calls = [
-        (lake.fork(), staged, day, v, a, sources)
-        for day, v, a in zip(dates, verdicts, add, strict=True)
+        (lake.fork(), staged, day, v, day in replaced, new_rows.get(day, 0), sources)
+        for day, v in zip(dates, verdicts, strict=True)
     ]
     moved = [pl.DataFrame(schema=MOVED)]
     for rows, changed in spread(change_date, calls):
@@ -355,12 +348,22 @@ def _change_dates(
 
 
 def change_date(
-    lake: Lake, staged: Staged, day: date, verdicts: pl.DataFrame, add: bool, sources: set[str]
+    lake: Lake,
+    staged: Staged,
+    day: date,
+    verdicts: pl.DataFrame,
+    reread: bool,
+    adding: int,
+    sources: set[str],
 ) -> tuple[pl.DataFrame, Changes]:
-    """Add a date's new rows to it (`add`: they displace nothing), or rewrite it, on a fork of
-    the run's lake: the plays and stops among the rows that came, went or changed place
-    (MOVED), and the fork's changes."""
-    if add:
+    """Add a date's `adding` new rows to it, or rewrite it, on a fork of the run's lake: the
+    plays and stops among the rows that came, went or changed place (MOVED), and the fork's
+    changes. Added when they displace nothing (no `verdicts`, and not `reread`: a re-read source
+    stored rows there) and the date has room (`_room_to_add`, which reads the footers of the
+    date's files, a round trip each on an object store: here, spread with the dates' work,
+    not one date after another before it)."""
+    displace = not verdicts.is_empty() or reread
+    if not displace and _room_to_add(lake, lake.partition_files(EVENTS).get(day, []), adding):
         moved = _add_to_date(lake, staged, day)
     else:
         moved = _rewrite_date(lake, staged, day, verdicts, sources=sources)
