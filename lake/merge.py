@@ -214,15 +214,17 @@ def _stored_index(
 ) -> pl.DataFrame:
     """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`;
     given `located` (record keys and dates: `_stored_dates`), only the copies of the keys
-    located under each date (read by their `sent_at` first: the other columns are decoded
-    only for the rows with one of those instants, a few). The dates are read in one query,
-    not one by one (28 dates of 8M events: 0.21 s against 0.32 s)."""
+    located under each date (read by their mix of `fingerprint` and `sent_at` first: the other
+    columns are decoded only for the row groups with a row of one of those mixes, the copies'
+    own; by `sent_at` alone, rows of other records sent in the same millisecond had their row
+    groups decoded too: 20,000 new records on 8M events, 0.21 against 0.26 s). The dates are
+    read in one query, not one by one (28 dates of 8M events: 0.21 s against 0.32 s)."""
     tables = ((EVENTS, Events, True), (DUPLICATES, Duplicates, False))
     frames = [
         lake.scan(table, model, days).select(*INDEX, "date", kept=pl.lit(kept))
         if located is None
         else lake.scan(table, model, days)
-        .filter(pl.col("sent_at").is_in(located["sent_at"].implode()))
+        .filter(_record_mix().is_in(located.select(_record_mix()).to_series().implode()))
         .select(*INDEX, "date", kept=pl.lit(kept))
         for table, model, kept in tables
     ]
