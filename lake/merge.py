@@ -220,11 +220,12 @@ def _stored_index(
     groups decoded too: 20,000 new records on 8M events, 0.21 against 0.26 s). The dates are
     read in one query, not one by one (28 dates of 8M events: 0.21 s against 0.32 s)."""
     tables = ((EVENTS, Events, True), (DUPLICATES, Duplicates, False))
+    mixes = None if located is None else located.select(_record_mix()).to_series().implode()
     frames = [
         lake.scan(table, model, days).select(*INDEX, "date", kept=pl.lit(kept))
-        if located is None
+        if mixes is None
         else lake.scan(table, model, days)
-        .filter(_record_mix().is_in(located.select(_record_mix()).to_series().implode()))
+        .filter(_record_mix().is_in(mixes))
         .select(*INDEX, "date", kept=pl.lit(kept))
         for table, model, kept in tables
     ]
