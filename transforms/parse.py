@@ -122,7 +122,8 @@ class Marks:
 
     @classmethod
     def of(cls, data: bytes) -> Marks:
-        return cls(stamped=f'"{RECEIVED_AT_KEY}"'.encode() in data, crlf=b"\r" in data)
+        # What `_received_at_text` looks for: where no line holds it, it would find nothing.
+        return cls(stamped=_RECEIVED_AT_FIELD.encode() in data, crlf=b"\r" in data)
 
 
 def nesting_depth(value: Any) -> int:
