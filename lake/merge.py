@@ -585,8 +585,9 @@ def rebuild_sessions(
         every = set(sessions["date"].unique().to_list()) | set(lake.partitions(SESSIONS))
         by_date = sessions.partition_by("date", as_dict=True, include_key=False)
         empty = sessions.clear().drop("date")
+        # Sorted on the threads that write them: one sorted copy of a date at a time.
         dates = {
-            day: by_date.get((day,), empty).sort("user_id", "play_at")
+            day: by_date.get((day,), empty).lazy().sort("user_id", "play_at")
             for day in sorted(d for d in every if d >= window_start)
         }
         # Most dates' sessions come out as they were: leave those files as they are.
@@ -595,27 +596,31 @@ def rebuild_sessions(
         in_window = pl.col("date") >= window_start
         stored = lake.scan(SESSIONS, Sessions, _span_dates(spans)).filter(in_window).collect()
         patched = _patched(stored, spans, sessions.filter(in_window))
-        _write_session_dates(lake, patched, unless_equal=False)
+        dates = {day: rows.lazy() for day, rows in patched.items()}
+        _write_session_dates(lake, dates, unless_equal=False)
     return count_sessions(lake, window_start=window_start)
 
 
 def _write_session_dates(
-    lake: Lake, dates: dict[date, pl.DataFrame], *, unless_equal: bool
+    lake: Lake, dates: dict[date, pl.LazyFrame], *, unless_equal: bool
 ) -> None:
-    """Write each date's sessions (each in order) as its partition, MERGE_WORKERS dates at
-    once on this process's threads: on an object store each write is a round trip. A file
-    spread over every day of an 8M-event window rewrites 28 dates: on moto's S3 server (its
-    own process, on loopback) 0.53 s one after another, 0.43 s two at a time; locally, where
-    Polars' encoding already takes both cores, 0.13 s either way. `unless_equal`: leave a date
-    whose stored sessions equal its rows as it is."""
+    """Write each date's sessions (in order; collected on the thread that writes them, so one
+    date's copy at a time) as its partition, MERGE_WORKERS dates at once on this process's
+    threads: on an object store each write is a round trip. A file spread over every day of an
+    8M-event window rewrites 28 dates: on moto's S3 server (its own process, on loopback) 0.53 s
+    one after another, 0.43 s two at a time; locally, where Polars' encoding already takes both
+    cores, 0.13 s either way. `unless_equal`: leave a date whose stored sessions equal its rows
+    as it is."""
     calls = [(lake.fork(), day, rows, unless_equal) for day, rows in sorted(dates.items())]
     for changes in in_threads(settings.MERGE_WORKERS)(_write_session_date, calls):
         lake.join(changes)
 
 
-def _write_session_date(lake: Lake, day: date, rows: pl.DataFrame, unless_equal: bool) -> Changes:
+def _write_session_date(
+    lake: Lake, day: date, sessions: pl.LazyFrame, unless_equal: bool
+) -> Changes:
     """`_write_session_dates` of one date, on a fork of the run's lake: the fork's changes."""
-    rows = conform(rows, Sessions)
+    rows = conform(sessions.collect(), Sessions)
     if not (unless_equal and rows.equals(lake.read_partition(SESSIONS, day, Sessions))):
         lake.write_partition(SESSIONS, day, rows)
     return lake.changes()
