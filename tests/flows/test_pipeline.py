@@ -272,6 +272,45 @@ def test_a_replaced_file_without_a_users_plays_ends_their_sessions(lake_url):
     assert reader.sessions(d(3), d(3), user_id="gone", lake=lake_url)["data"] == []
 
 
+@pytest.mark.parametrize("everyone", [False, True], ids=["in-spans", "whole-window"])
+def test_a_run_rewrites_only_the_session_dates_whose_sessions_change(
+    lake_url, monkeypatch, everyone
+):
+    # Matched again for the changed users' spans, or for everyone (beyond MATCH_USERS_AT_MOST
+    # users on more than MATCH_DATES_AT_MOST dates): the dates are written two at a time, and
+    # a date whose sessions stay as they were keeps its file.
+    if everyone:
+        monkeypatch.setattr(track.settings, "MATCH_USERS_AT_MOST", 0)
+        monkeypatch.setattr(track.settings, "MATCH_DATES_AT_MOST", -1)
+    lake = Lake(lake_url)
+
+    def session_files() -> dict:
+        return {str(k): v for k, v in lake.partition_files("sessions").items()}
+
+    plays = [ev("play", f"u{n}", day(n, 1)) for n in range(2, 7)]
+    stops = [ev("stop", f"u{n}", day(n, 2)) for n in range(2, 5)]
+    drop(lake_url, f"date={d(2)}/a.ndjson", ndjson(*plays, *stops))
+    assert run(lake_url)["sessions"] == 3
+    before = session_files()
+    assert sorted(before) == [d(4), d(3), d(2)]
+    # u5 and u6 stop: their dates get sessions; u2's stop moves later: its date changes.
+    later = [ev("stop", "u5", day(5, 3)), ev("stop", "u6", day(6, 3))]
+    drop(lake_url, f"date={d(1)}/b.ndjson", ndjson(*later, ev("stop", "u2", day(2, 1, 30))))
+    assert run(lake_url)["sessions"] == 5
+    after = session_files()
+    assert sorted(after) == [d(6), d(5), d(4), d(3), d(2)]
+    assert after[d(3)] == before[d(3)] and after[d(4)] == before[d(4)]
+    assert after[d(2)] != before[d(2)]
+    _, sessions = answers(lake_url, d(6), d(2))
+    assert [(s["date"], s["totalDuration"]) for s in sessions] == [
+        (d(6), 7200),
+        (d(5), 7200),
+        (d(4), 3600),
+        (d(3), 3600),
+        (d(2), 1800),
+    ]
+
+
 def test_a_play_or_stop_far_from_its_users_others_is_matched_with_them(lake_url):
     # A run reads a user's events around their changed plays and stops, wider and wider until
     # it finds their neighbours: here 10 days back (the third width), 5 ahead, and 23 back
