@@ -585,7 +585,8 @@ def rebuild_sessions(
         every = set(sessions["date"].unique().to_list()) | set(lake.partitions(SESSIONS))
         by_date = sessions.partition_by("date", as_dict=True, include_key=False)
         empty = sessions.clear().drop("date")
-        # Sorted on the threads that write them: one sorted copy of a date at a time.
+        # Sorted on the threads that write them: a sorted copy of each date being written
+        # (MERGE_WORKERS at a time), not of every date at once.
         dates = {
             day: by_date.get((day,), empty).lazy().sort("user_id", "play_at")
             for day in sorted(d for d in every if d >= window_start)
@@ -604,13 +605,13 @@ def rebuild_sessions(
 def _write_session_dates(
     lake: Lake, dates: dict[date, pl.LazyFrame], *, unless_equal: bool
 ) -> None:
-    """Write each date's sessions (in order; collected on the thread that writes them, so one
-    date's copy at a time) as its partition, MERGE_WORKERS dates at once on this process's
-    threads: on an object store each write is a round trip. A file spread over every day of an
-    8M-event window rewrites 28 dates: on moto's S3 server (its own process, on loopback) 0.53 s
-    one after another, 0.43 s two at a time; locally, where Polars' encoding already takes both
-    cores, 0.13 s either way. `unless_equal`: leave a date whose stored sessions equal its rows
-    as it is."""
+    """Write each date's sessions (in order) as its partition, MERGE_WORKERS dates at once on
+    this process's threads, each date collected on the thread that writes it (so only the dates
+    being written are held sorted): on an object store each write is a round trip. A file
+    spread over every day of an 8M-event window rewrites 28 dates: on moto's S3 server (its own
+    process, on loopback) 0.53 s one after another, 0.43 s two at a time; locally, where Polars'
+    encoding already takes both cores, 0.13 s either way. `unless_equal`: leave a date whose
+    stored sessions equal its rows as it is."""
     calls = [(lake.fork(), day, rows, unless_equal) for day, rows in sorted(dates.items())]
     for changes in in_threads(settings.MERGE_WORKERS)(_write_session_date, calls):
         lake.join(changes)

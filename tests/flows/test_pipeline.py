@@ -301,6 +301,9 @@ def test_a_run_rewrites_only_the_session_dates_whose_sessions_change(
     assert sorted(after) == [d(6), d(5), d(4), d(3), d(2)]
     assert after[d(3)] == before[d(3)] and after[d(4)] == before[d(4)]
     assert after[d(2)] != before[d(2)]
+    fs, _ = fsspec.core.url_to_fs(lake_url)
+    fs.invalidate_cache()
+    assert [fs.exists(lake.url_of(name)) for name in before[d(2)] + after[d(2)]] == [False, True]
     _, sessions = answers(lake_url, d(6), d(2))
     assert [(s["date"], s["totalDuration"]) for s in sessions] == [
         (d(6), 7200),
