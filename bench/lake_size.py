@@ -5,8 +5,9 @@ spread over every day of the window (a late upload or a backfill); ratio large /
 each (target: at most 1.5). Marginal here is the run's own time (the steps of its report's
 `seconds`) less an empty-lake run's: a Prefect server's start-up, seconds that vary from run to
 run, is left out of both. Each kind is run `--repeat` times (a new file each time, the same
-on both lakes, each run on one lake followed by its run on the other) and the fastest counted; the steps of the fastest are printed, and the mean and slowest of the runs of
-each kind: with `--repeat 8` or more, they carry the merging of a date's appended files
+on both lakes, each run on one lake followed by its run on the other) and the fastest
+counted; the steps of the fastest are printed, and the mean and slowest of the runs of each
+kind: with `--repeat 8` or more, they carry the merging of a date's appended files
 (APPENDED_FILES_AT_MOST), the cost a run of such files pays on average.
 
     python bench/lake_size.py [--events N] [--small N] [--files N] [--new N] [--repeat N]
