@@ -293,7 +293,7 @@ def test_a_run_rewrites_only_the_session_dates_whose_sessions_change(
     assert run(lake_url)["sessions"] == 3
     before = session_files()
     assert sorted(before) == [d(4), d(3), d(2)]
-    # u5 and u6 stop: their dates get sessions; u2's stop moves later: its date changes.
+    # u5 and u6 stop: their dates get sessions; u2 stops earlier: that date's session shortens.
     later = [ev("stop", "u5", day(5, 3)), ev("stop", "u6", day(6, 3))]
     drop(lake_url, f"date={d(1)}/b.ndjson", ndjson(*later, ev("stop", "u2", day(2, 1, 30))))
     assert run(lake_url)["sessions"] == 5
