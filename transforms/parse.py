@@ -117,8 +117,8 @@ class Marks:
     paths do not look for it in each line (about 50 of the decode's 1,000 ms of CPU on 321k
     lines, by those steps' own timings)."""
 
-    stamped: bool = True
-    crlf: bool = True
+    stamped: bool
+    crlf: bool
 
     @classmethod
     def of(cls, data: bytes) -> Marks:
@@ -435,10 +435,10 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
-def _lines(data: bytes) -> pl.Series:
+def _lines(data: bytes, marks: Marks) -> pl.Series:
     """UTF-8 bytes split on newlines, as `bytes.split` would split them, but for the blank
-    line after a final newline (or of no bytes)."""
-    if b"\r" in data:  # Polars' line reader drops the CR of CRLF; a line as sent keeps it
+    line after a final newline (or of no bytes); `marks`: the bytes' own."""
+    if marks.crlf:  # Polars' line reader drops the CR of CRLF; a line as sent keeps it
         return pl.Series("raw", [data.decode()]).str.split("\n").explode()
     return pl.read_lines(data, name="raw")["raw"]
 
@@ -482,7 +482,7 @@ def _decode_texts(texts: list[bytes], places: list[tuple[int, int]]) -> pl.DataF
     piece and number (`places`: each text's piece and first line)."""
     joined = b"\n".join(texts)
     marks = Marks.of(joined)
-    lines = _with_places(_lines(joined).to_frame().with_row_index("row"), texts, places)
+    lines = _with_places(_lines(joined, marks).to_frame().with_row_index("row"), texts, places)
     # Each shape is checked only on the lines the simpler one left.
     simple = lines.select(pl.col("raw").str.contains(SIMPLE_LINE)).to_series()
     rest = lines.filter(~simple)
