@@ -366,7 +366,7 @@ def change_date(
     date's files, a round trip each on an object store: here, spread with the dates' work,
     not one date after another before it)."""
     displace = not verdicts.is_empty() or reread
-    if not displace and _room_to_add(lake, lake.partition_files(EVENTS).get(day, []), adding):
+    if not displace and _room_to_add(lake, lake.files_of(EVENTS, day), adding):
         moved = _add_to_date(lake, staged, day)
     else:
         moved = _rewrite_date(lake, staged, day, verdicts, sources=sources)
@@ -416,7 +416,7 @@ def _merge_tail(
     they pass APPENDED_FILES_AT_MOST files in all: its first file (since a rewrite, the
     date's bulk) is left as it is, so that a date taking a few rows a run (a late upload's, a
     backfill's) is not rewritten whole every few runs; `_room_to_add` bounds the rest."""
-    files = lake.partition_files(table).get(day, [])
+    files = lake.files_of(table, day)
     if len(files) > settings.APPENDED_FILES_AT_MOST:
         lake.merge_files(table, day, files[1:], combine)
 

@@ -505,7 +505,7 @@ class Lake:
     ) -> pl.DataFrame:
         """One partition's rows, those of each of its files in turn, only `columns` if given
         (empty, with the model's columns, if there is none)."""
-        names = self._partition(table, day)
+        names = self.files_of(table, day)
         if not names:
             return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())
         return pl.concat([self._read(name, columns) for name in names])
@@ -513,14 +513,15 @@ class Lake:
     def scan_partition(self, table: str, day: date, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
         """One partition's rows, lazily: a filter decodes its other columns only for the rows
         it keeps."""
-        names = self._partition(table, day)
+        names = self.files_of(table, day)
         if not names:
             return pl.LazyFrame(schema=polars_schema(model))
         return self._scan(names)
 
-    def _partition(self, table: str, day: date) -> list[str]:
-        """The names of a partition's files in the snapshot (none if it has no partition)."""
-        return self._view().tables.get(table, {}).get(day.isoformat(), [])
+    def files_of(self, table: str, day: date) -> list[str]:
+        """The names of a partition's files in the snapshot, oldest first (none if it has no
+        partition)."""
+        return list(self._view().tables.get(table, {}).get(day.isoformat(), []))
 
     def _scan(self, names: list[str], **options: Any) -> pl.LazyFrame:
         """These files, lazily: Polars reads object stores itself (with the options deltalake
