@@ -597,8 +597,7 @@ def rebuild_sessions(
         in_window = pl.col("date") >= window_start
         stored = lake.scan(SESSIONS, Sessions, _span_dates(spans)).filter(in_window).collect()
         patched = _patched(stored, spans, sessions.filter(in_window))
-        dates = {day: rows.lazy() for day, rows in patched.items()}
-        _write_session_dates(lake, dates, unless_equal=False)
+        _write_session_dates(lake, patched, unless_equal=False)
     return count_sessions(lake, window_start=window_start)
 
 
@@ -633,14 +632,15 @@ SESSION_KEY = ["date", "user_id", "play_at"]
 
 def _patched(
     stored: pl.DataFrame, spans: pl.DataFrame, new: pl.DataFrame
-) -> dict[date, pl.DataFrame]:
+) -> dict[date, pl.LazyFrame]:
     """The dates whose sessions change, each with all its sessions now: `stored` (the span
     dates' sessions, with `date`, in order) with those in the spans replaced by `new` (with
     `date`). The dates are patched all at once, not one by one (28 dates of 20,000 sessions
     in a run: 0.09 to 0.13 s, against 0.17 s of patching and 0.10 s of reading date by date),
     and a date whose sessions in the spans come out as they were is left out. The other
-    users' sessions are taken as they are, merged with the spans' users' by user: only these
-    are sorted."""
+    users' sessions are taken as they are, merged with the spans' users' by user (lazily:
+    each date on the thread that writes it, a third of the patching): only these are
+    sorted."""
     columns = [*SESSION_KEY, "stop_at", "duration_ms"]
     stored, new = stored.select(columns), new.select(columns)
     theirs = pl.col("user_id").is_in(spans["user_id"].implode())
@@ -665,7 +665,9 @@ def _patched(
     )
     empty = new.clear().drop("date")
     return {
-        day: others.get((day,), empty).merge_sorted(mine.get((day,), empty), "user_id")
+        day: others.get((day,), empty)
+        .lazy()
+        .merge_sorted(mine.get((day,), empty).lazy(), "user_id")
         for day in changed.to_list()
     }
 

@@ -64,35 +64,44 @@ def rematch(events: pl.LazyFrame, changed: pl.LazyFrame) -> tuple[pl.LazyFrame, 
     `hi`, and of the last play before `lo` (its first stop may have been or be after `lo`).
     That play does not change if the user's last event before `lo` was a stop: the play's first
     stop is then before `lo`. So a span starts at the last event before `lo` if that was a play
-    only (no stop at its instant), else at `lo`; events before it are not needed.
+    only (no stop at its instant), else at `lo`; events before it are not needed. Nor are
+    those after the user's first event after `hi` (`until`): that is a play, which ends the
+    span's last session if nothing before did, or a stop, which then ends it. So the sessions
+    matched again follow the changes' neighbours, not the rest of the users' histories (a
+    tenth of the users of an 8M-event window, one change each: 0.06 to 0.07 s, against 0.10 s
+    matching from the span's start on).
     """
     bounds = changed.group_by("user_id").agg(
         lo=pl.col("timestamp").min(), end=pl.col("timestamp").max()
     )
-    before = (
+    timestamp, earlier = pl.col("timestamp"), pl.col("timestamp") < pl.col("lo")
+    last = timestamp.filter(earlier).max()
+    around = (
         events.join(bounds, on="user_id")
-        .filter(pl.col("timestamp") < pl.col("lo"))
         .group_by("user_id")
         .agg(
-            last=pl.col("timestamp").max(),
-            stopped=(
-                (pl.col("event") == STOP) & (pl.col("timestamp") == pl.col("timestamp").max())
-            ).any(),
+            last=last,
+            stopped=((pl.col("event") == STOP) & earlier & (timestamp == last)).any(),
+            until=timestamp.filter(timestamp > pl.col("end")).min(),
         )
     )
-    spans = (
-        bounds.join(before, on="user_id", how="left")
+    reach = (
+        bounds.join(around, on="user_id", how="left")
         .select(
             "user_id",
             start=pl.when(pl.col("last").is_not_null() & ~pl.col("stopped"))
             .then("last")
             .otherwise("lo"),
             end="end",
+            until="until",
         )
         .collect()  # once: both the events needed and the sessions kept are cut by the spans
         .lazy()
     )
-    needed = events.join(spans, on="user_id").filter(pl.col("timestamp") >= pl.col("start"))
+    spans = reach.drop("until")
+    needed = events.join(reach, on="user_id").filter(
+        timestamp >= pl.col("start"), pl.col("until").is_null() | (timestamp <= pl.col("until"))
+    )
     sessions = (
         match_sessions(needed.select("user_id", "event", "timestamp"))
         .join(spans, on="user_id")
