@@ -504,11 +504,12 @@ class Lake:
         columns: list[str] | None = None,
     ) -> pl.DataFrame:
         """One partition's rows, those of each of its files in turn, only `columns` if given
-        (empty, with the model's columns, if there is none)."""
+        (empty, with the model's columns, if there is none). Its files are read at once (on
+        an object store, a round trip each)."""
         names = self.files_of(table, day)
         if not names:
             return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())
-        return pl.concat([self._read(name, columns) for name in names])
+        return self._scan(names).select(columns or pl.all()).collect()
 
     def scan_partition(self, table: str, day: date, model: type[pa.DataFrameModel]) -> pl.LazyFrame:
         """One partition's rows, lazily: a filter decodes its other columns only for the rows
@@ -570,7 +571,9 @@ class Lake:
         """Replace some of a partition's files with one file of their rows, made one by
         `combine` (in the run's snapshot); its other files stay as they are, before it."""
         files = self._run().tables[table][day.isoformat()]
-        rows = combine(pl.concat([self._read(name) for name in names]))
+        # Read at once, not one after another: 28 dates' tails of 3 files, 0.11 against 0.15
+        # to 0.19 s locally; on an object store each file is a round trip.
+        rows = combine(self._scan(names).collect())
         for name in names:
             files.remove(name)
             self._run().replaced.append(name)
