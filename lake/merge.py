@@ -61,7 +61,7 @@ from track.schemas.tables import (
 from track.transforms.counts import daily_counts
 from track.transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
 from track.transforms.normalise import EVENT_COLUMNS, EVENT_SCHEMA
-from track.transforms.sessions import PLAY, STOP, match_sessions, rematch
+from track.transforms.sessions import PLAY, STOP, match_sessions, neighbours, rematch
 
 INDEX_SCHEMA = {n: EVENT_SCHEMA[n] for n in [*RECORD_KEY, *COPY_ORDER]}
 INDEX = list(INDEX_SCHEMA)
@@ -730,10 +730,16 @@ def match_window(
             [held.filter(pl.col("user_id").is_in(users)), *(f.collect() for f in frames)]
         )
         read = wider
-        bounds = _reach(held, bounds, read[0] <= start, read[1] >= end)
+        theirs = changed.filter(
+            pl.col("user_id").is_in(pl.Series(users, dtype=pl.String).implode())
+        )
+        near = neighbours(held.lazy(), theirs.lazy()).collect()
+        bounds = _reach(near, read[0] <= start, read[1] >= end)
         done = pl.col("before") & pl.col("after")
         ours = pl.col("user_id").is_in(bounds.filter(done)["user_id"].implode())
-        span, matched = rematch(held.lazy().filter(ours), changed.lazy().filter(ours))
+        span, matched = rematch(
+            held.lazy().filter(ours), theirs.lazy().filter(ours), near.filter(ours)
+        )
         spans.append(span.collect())
         sessions.append(matched.collect())
         bounds = bounds.filter(~done)
@@ -785,27 +791,17 @@ def _between(first: datetime, last: datetime, closed: Closed) -> list[pl.Expr]:
     ]
 
 
-def _reach(
-    events: pl.DataFrame, bounds: pl.DataFrame, to_start: bool, to_end: bool
-) -> pl.DataFrame:
-    """`bounds` (`user_id`, `lo`, `hi`, `before`, `after`), with `before` (`after`) true for the
-    users with an event before `lo` (after `hi`) among `events` (all of theirs in a range of
-    time), or whose range reaches the window's start (`to_start`) or end (`to_end`)."""
-    reach = (
-        events.join(bounds.select("user_id", "lo", "hi"), on="user_id")
-        .group_by("user_id")
-        .agg(
-            seen_before=(pl.col("timestamp") < pl.col("lo")).any(),
-            seen_after=(pl.col("timestamp") > pl.col("hi")).any(),
-        )
-    )
-    return (
-        bounds.join(reach, on="user_id", how="left", maintain_order="left")
-        .with_columns(
-            before=pl.col("seen_before").fill_null(False) | to_start,
-            after=pl.col("seen_after").fill_null(False) | to_end,
-        )
-        .drop("seen_before", "seen_after")
+def _reach(near: pl.DataFrame, to_start: bool, to_end: bool) -> pl.DataFrame:
+    """The changed users' `lo` and `hi` (the first and last of their changes), with `before`
+    (`after`) true for those with an event before `lo` (after `hi`) among the events read (all
+    of theirs in a range of time: their `neighbours`, `near`), or whose range reaches the
+    window's start (`to_start`) or end (`to_end`)."""
+    return near.select(
+        "user_id",
+        "lo",
+        hi="end",
+        before=pl.col("last").is_not_null() | to_start,
+        after=pl.col("until").is_not_null() | to_end,
     )
 
 
