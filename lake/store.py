@@ -504,8 +504,8 @@ class Lake:
         columns: list[str] | None = None,
     ) -> pl.DataFrame:
         """One partition's rows, those of each of its files in turn, only `columns` if given
-        (empty, with the model's columns, if there is none). Its files are read at once (on
-        an object store, a round trip each)."""
+        (empty, with the model's columns, if there is none). Its files are read together, not
+        one after another (on an object store each is a round trip)."""
         names = self.files_of(table, day)
         if not names:
             return pl.DataFrame(schema=polars_schema(model)).select(columns or pl.all())

@@ -53,9 +53,10 @@ def match_sessions(events: pl.LazyFrame) -> pl.LazyFrame:
 def neighbours(events: pl.LazyFrame, changed: pl.LazyFrame) -> pl.LazyFrame:
     """What a user's changes reach, for each user of `changed` (the instants, `user_id` and
     `timestamp`, of their plays and stops that came, went or changed): `lo` and `end`, the
-    first and last of their changes; among their `events` (plays and stops, as they are now),
-    `last`, the last before `lo`, with `stopped` if a stop is at that instant, and `until`, the
-    first after `end` (nulls for none)."""
+    first and last of their changes; among their `events` (their plays and stops as they are
+    now, and no other event: one would be taken for a neighbour), `last`, the last before `lo`,
+    with `stopped` if a stop is at that instant, and `until`, the first after `end` (nulls for
+    none)."""
     bounds = changed.group_by("user_id").agg(
         lo=pl.col("timestamp").min(), end=pl.col("timestamp").max()
     )
@@ -80,7 +81,8 @@ def rematch(
 
     `events`: every play and stop (`user_id`, `event`, `timestamp`) of the users in `changed`,
     as they are now; `changed`: the instants (`user_id`, `timestamp`) of their plays and stops
-    that came, went or changed; `near`: their `neighbours`, if already known. `spans`
+    that came, went or changed; `near`: their `neighbours`, if already known (`changed` is
+    then not read again). `spans`
     (`user_id`, `start`, `end`): a user's sessions whose play is in their span may differ from
     before, every other session of theirs is as it was; `sessions`: their sessions with a play
     in their span (as `match_sessions` gives them).
@@ -91,9 +93,10 @@ def rematch(
     That play does not change if the user's last event before `lo` was a stop: the play's first
     stop is then before `lo`. So a span starts at the last event before `lo` if that was a play
     only (no stop at its instant), else at `lo`; events before it are not needed. Nor are
-    those after the user's first event after `end` (`until`): that is a play, which ends the
-    span's last session if nothing before did, or a stop, which then ends it. So the sessions
-    matched again follow the changes' neighbours, not the rest of the users' histories (a
+    those after the user's first event after `end` (`until`, kept with every event at its
+    instant): the session of a play in the span ends at or before `until`, or the span's last
+    play has none (a play at `until` takes every stop from it on). So the sessions matched
+    again follow the changes' neighbours, not the rest of the users' histories (a
     tenth of the users of an 8M-event window, one change each: 0.06 to 0.07 s, against 0.10 s
     matching from the span's start on).
     """

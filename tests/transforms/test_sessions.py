@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from track.transforms.sessions import match_sessions, rematch, sessions_by_period
+from track.transforms.sessions import match_sessions, neighbours, rematch, sessions_by_period
 
 T = datetime(2025, 1, 1, 10, 0, tzinfo=UTC)
 
@@ -99,6 +99,38 @@ def test_matching_again_in_the_spans_gives_every_session_of_the_new_events(befor
     expected = match_sessions(_events(*after)).collect()
     order = ["user_id", "play_at"]
     assert_frame_equal(patched.sort(order), expected.sort(order))
+
+
+@given(
+    before=st.lists(EVENT_ROW, max_size=30),
+    gone=st.sets(st.integers(0, 29), max_size=6),
+    came=st.lists(EVENT_ROW, min_size=1, max_size=6),
+    margin=st.integers(0, 12),
+)
+def test_the_events_of_a_range_of_time_match_the_users_they_settle_as_all_their_events_do(
+    before, gone, came, margin
+):
+    # A run reads the events of a range of time around the changes (instants 0 to 12 here)
+    # and matches the users it settles: those with an event before and after their changes in
+    # it, or whose range reaches the window's ends. Theirs come out as from all their events.
+    after = [row for i, row in enumerate(before) if i not in gone] + came
+    moved = [row for i, row in enumerate(before) if i in gone] + came
+    changed = _events(*moved).select("user_id", "timestamp")
+    users = {row[0] for row in moved}
+    first = min(row[2] for row in moved) - margin
+    last = max(row[2] for row in moved) + margin
+    held = _events(*[r for r in after if r[0] in users and first <= r[2] <= last])
+    near = neighbours(held, changed).collect()
+    settled = near.filter(
+        pl.col("last").is_not_null() | (first <= 0), pl.col("until").is_not_null() | (last >= 12)
+    )
+    ours = pl.col("user_id").is_in(settled["user_id"].implode())
+    spans, sessions = rematch(held.filter(ours), changed.filter(ours), settled)
+    everything = _events(*[r for r in after if r[0] in users]).filter(ours)
+    want_spans, want = rematch(everything, changed.filter(ours))
+    order = ["user_id", "play_at"]
+    assert_frame_equal(sessions.collect().sort(order), want.collect().sort(order))
+    assert_frame_equal(spans.collect().sort("user_id"), want_spans.collect().sort("user_id"))
 
 
 def test_a_span_starts_at_the_last_play_before_the_change_unless_a_stop_came_since():
