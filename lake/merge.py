@@ -16,6 +16,9 @@ How a run's new events are merged, in four steps (`merge_events`):
    a date's files after its first are merged into one); otherwise, or once those hold more
    than TAIL_SHARE of its first file's rows, the date is rewritten whole, from its stored
    rows, its new rows and those changes, as one file.
+
+Each date's plays and stops are kept apart too, as the date's partition of PLAYS (added to or
+rewritten with it): the sessions are matched from them, not from every event.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from track.lake.store import (
     DUPLICATES,
     EVENTS,
     MANIFEST,
+    PLAYS,
     QUARANTINE,
     REPLACED,
     SESSIONS,
@@ -52,11 +56,13 @@ from track.schemas.tables import (
     Duplicates,
     Events,
     Manifest,
+    Plays,
     Quarantine,
     ReplacedBytes,
     Sessions,
     Tombstones,
     conform,
+    polars_schema,
 )
 from track.transforms.counts import daily_counts
 from track.transforms.dedup import COPY_ORDER, RECORD_KEY, deduplicate
@@ -76,8 +82,8 @@ VERDICTS = {"source": pl.String(), "line": pl.Int64(), "kept": pl.Boolean()}
 """Where a copy is (its source and line) and whether it is now kept."""
 MOVED = {"user_id": pl.String(), "timestamp": UTC_MS}
 """A play or stop that came, went or changed place: whose, and when."""
-PLAYS_AND_STOPS = {"user_id": pl.String(), "event": pl.String(), "timestamp": UTC_MS}
-"""The columns of events the sessions are matched from."""
+PLAYS_AND_STOPS = polars_schema(Plays)
+"""The columns of events the sessions are matched from (PLAYS)."""
 
 
 @dataclass
@@ -126,6 +132,7 @@ def merge_events(
     """
     # Sources as categories: four bytes a row, not the path (these deciding columns of every
     # new row are the merge's largest structure).
+    keep_plays(lake, window_start)
     new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
     if new.is_empty() and not sources:
         return Merged(0, 0, 0, 0, [])
@@ -403,6 +410,8 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
         return pl.DataFrame(schema=MOVED)
     crash_point("partition-written")
     _merge_tail(lake, EVENTS, day, lambda rows: _validated(rows, Events))
+    lake.append_partition(PLAYS, day, _plays_in(new))
+    _merge_tail(lake, PLAYS, day, _plays_in)
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.append_partition(COUNTS, day, conform(added, Counts))
     _merge_tail(lake, COUNTS, day, _summed)
@@ -452,10 +461,30 @@ def _rewrite_date(
     events = _validated(rows if everything_kept else rows.filter("kept"), Events)
     lake.write_partition(EVENTS, day, events)
     crash_point("partition-written")
+    lake.write_partition(PLAYS, day, _plays_in(events))
     lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.write_partition(COUNTS, day, conform(counts, Counts))
     return plays_and_stops
+
+
+def _plays_in(rows: pl.DataFrame) -> pl.DataFrame:
+    """The plays and stops among these events, as PLAYS holds them (by time, in their order at
+    one instant)."""
+    plays = rows.filter(pl.col("event").is_in([PLAY, STOP]))
+    return conform(plays, Plays).sort("timestamp", maintain_order=True)
+
+
+def keep_plays(lake: Lake, window_start: date) -> None:
+    """Make PLAYS from the retained events, date by date, for a lake from before it was kept;
+    from then on the merge keeps it with the events (a run's own changes come after this)."""
+    if lake.holds(PLAYS):
+        return
+    for day in lake.partitions(EVENTS):
+        if day >= window_start:
+            stored = lake.read_partition(EVENTS, day, Events, list(PLAYS_AND_STOPS))
+            lake.write_partition(PLAYS, day, _plays_in(stored))
+    lake.keep(PLAYS)
 
 
 def _plays_and_stops_of(rows: pl.DataFrame) -> pl.DataFrame:
@@ -570,7 +599,7 @@ def rebuild_sessions(
     else:
         spread = spread or in_threads(1)
         users = None if changed is None else changed["user_id"].unique().sort().to_list()
-        event_dates = [d for d in lake.partitions(EVENTS) if d >= window_start]
+        event_dates = [d for d in lake.partitions(PLAYS) if d >= window_start]
         dealt = spread(deal_date, [(lake, day, users, shards, folder) for day in event_dates])
         names = [[names[k] for names in dealt if k in names] for k in range(shards)]
         of_shard = None if changed is None else changed.with_columns(shard=_shard(shards))
@@ -706,12 +735,12 @@ def match_window(
     sorted by time, so a range of time reads only the row groups it overlaps): a busy user's
     neighbours are near, and a lake's reads follow the changes, not the window.
     """
-    window = lake.scan(EVENTS, Events).filter(pl.col("date") >= window_start)
+    window = lake.scan(PLAYS, Plays).filter(pl.col("date") >= window_start)
     if changed is None:
         return _match(_plays_and_stops(window, None), None)
     if changed.is_empty():
         return _match(pl.LazyFrame(schema=PLAYS_AND_STOPS), changed)
-    dates = lake.partitions(EVENTS)
+    dates = lake.partitions(PLAYS)
     start = datetime.combine(window_start, time(), UTC)
     end = datetime.combine((dates[-1] if dates else window_start) + timedelta(days=1), time(), UTC)
     bounds = changed.group_by("user_id").agg(
@@ -815,14 +844,13 @@ def _match(
     return spans.collect(), sessions.collect()
 
 
-def _plays_and_stops(events: pl.LazyFrame, users: list[str] | None) -> pl.LazyFrame:
-    """The plays and stops among these events, of these users (None: all), read once: they
-    are two branches of the match, and a scan under both was read twice (0.9 s against 0.4 s
-    on an 8M-event window)."""
-    events = events.filter(pl.col("event").is_in([PLAY, STOP]))
+def _plays_and_stops(plays: pl.LazyFrame, users: list[str] | None) -> pl.LazyFrame:
+    """These plays and stops (of PLAYS), of these users (None: all), read once: they are two
+    branches of the match, and a scan under both was read twice (0.9 s against 0.4 s on an
+    8M-event window)."""
     if users is not None:
-        events = events.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.String).implode()))
-    return events.select("user_id", "event", "timestamp").collect().lazy()
+        plays = plays.filter(pl.col("user_id").is_in(pl.Series(users, dtype=pl.String).implode()))
+    return plays.select(list(PLAYS_AND_STOPS)).collect().lazy()
 
 
 def deal_date(
@@ -830,7 +858,7 @@ def deal_date(
 ) -> dict[int, str]:
     """Deal an event date's plays and stops (of `users`; None: all) to the shards of users: a
     staging file for each shard that gets any, under `folder`; their names by shard."""
-    stored = lake.read_partition(EVENTS, day, Events, ["user_id", "event", "timestamp"])
+    stored = lake.read_partition(PLAYS, day, Plays)
     rows = _plays_and_stops(stored.lazy(), users).collect()
     names = {}
     for (number,), part in (

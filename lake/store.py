@@ -59,7 +59,7 @@ from track.schemas.tables import TABLE_MODELS, Manifest, polars_schema
 RAW = "raw"
 STATE = "_state"
 RUNS = "runs"
-EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS = TABLES = tuple(TABLE_MODELS)
+EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS, PLAYS = TABLES = tuple(TABLE_MODELS)
 SNAPSHOTS = f"{STATE}/snapshots"
 STAGING = "staging"
 """Under _state/: each run's staged rows, `staging/<run_id>/`, deleted once it committed."""
@@ -460,6 +460,8 @@ class Lake:
         changed: dict[str, dict[str, list[str]]] = {}
         for table in set(run.tables) | set(base.tables):
             now, before = run.tables.get(table, {}), base.tables.get(table, {})
+            if table not in base.tables:  # kept from now on (`keep`), partitions or none
+                changed.setdefault(table, {})
             for day in set(now) | set(before):
                 if now.get(day, []) != before.get(day, []):
                     changed.setdefault(table, {})[day] = list(now.get(day, []))
@@ -491,6 +493,14 @@ class Lake:
         return self.run
 
     # Partitioned tables ----------------------------------------------------------------------
+
+    def holds(self, table: str) -> bool:
+        """Whether the snapshot keeps this table, with partitions or none (`keep`)."""
+        return table in self._view().tables
+
+    def keep(self, table: str) -> None:
+        """Note in the run's snapshot that it keeps this table, even with no partition."""
+        self._run().tables.setdefault(table, {})
 
     def partitions(self, table: str) -> list[date]:
         """The dates a table has partitions for, oldest first."""

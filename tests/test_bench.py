@@ -58,6 +58,7 @@ def test_lake_size_runs_a_file_of_one_day_and_one_of_every_day_on_both_lakes(tmp
     args = ["--events", "8000", "--small", "1000", "--files", "3", "--new", "100", "--repeat", "1"]
     figures = _bench("lake_size", tmp_path, *args)
     assert set(figures) >= {"one day", "every day"}
+    assert len(figures["empty_runs_s"]) == 1
 
 
 def test_dask_gives_the_same_answers_as_threads(tmp_path):

@@ -21,7 +21,7 @@ from tests.reference import Reference, _canon
 from track import reader
 from track.flows.pipeline import pipeline
 from track.lake.store import Lake
-from track.schemas.tables import Events
+from track.schemas.tables import Events, Plays
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -237,6 +237,18 @@ def _stored_events(lake: str) -> list[tuple]:
     )
 
 
+def _stored_plays(lake: str) -> list[tuple]:
+    """Every row of the lake's plays table, each under the date of its instant."""
+    plays = Lake(lake).scan("plays", Plays).collect()
+    assert plays.filter(pl.col("date") != pl.col("timestamp").dt.date()).is_empty()
+    return sorted(plays.select("user_id", "event", pl.col("timestamp").dt.epoch("ms")).iter_rows())
+
+
+def _model_plays(model: Reference) -> list[tuple]:
+    kept = model.kept().values()
+    return sorted((r.user, r.event, r.ts) for r in kept if r.event in ("play", "stop"))
+
+
 def _model_events(model: Reference) -> list[tuple]:
     kept = model.kept().values()
     return sorted(_event_row(r.event, r.user, r.ts, r.path, r.line, r.metadata) for r in kept)
@@ -314,6 +326,7 @@ def _agrees_with_the_model(steps, lake: str) -> None:
             start, end = (T0 - timedelta(days=60)).date(), (T0 + timedelta(days=120)).date()
             assert _answers(lake, start, end) == _answers(model, start, end), number
             assert _stored_events(lake) == _model_events(model), number
+            assert _stored_plays(lake) == _model_plays(model), number
     except Exception:  # a wrong answer or a failed run alike
         if os.environ.get("TRACK_DEBUG_DIR"):
             _dump(os.environ["TRACK_DEBUG_DIR"], lake, steps, model)

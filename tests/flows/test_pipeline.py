@@ -19,7 +19,7 @@ from track.flows.pipeline import pipeline
 from track.flows.progress import STEPS
 from track.lake.delta import storage_options
 from track.lake.store import CLAMPED, MANIFEST, Lake
-from track.schemas.tables import Clamped, Events, Manifest, Sessions
+from track.schemas.tables import Clamped, Events, Manifest, Plays, Sessions
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -228,6 +228,34 @@ def test_a_manifest_from_before_versions_has_each_file_checked_once(lake_url):
     assert answers(lake_url, d(1), d(0)) == before
     assert Lake(lake_url).read_manifest()["version"].null_count() == 0
     assert run(lake_url)["files"] == 0
+
+
+def test_a_lake_from_before_plays_were_kept_apart_gets_them_from_its_events(lake_url):
+    drop(
+        lake_url,
+        f"date={d(2)}/a.ndjson",
+        ndjson(ev("play", "u", day(2, 23)), ev("pause", "u", day(2, 23, 10))),
+    )
+    run(lake_url)
+    # The lake as a Track from before the plays table left it: its snapshot names no such table.
+    lake = Lake(lake_url).begin()
+    assert lake.holds("plays")
+    del lake.run.tables["plays"]
+    lake.commit()
+    fs, root = fsspec.core.url_to_fs(lake_url)
+    fs.rm(f"{root}/plays", recursive=True)
+    # The stop's play is stored only among the events from before.
+    drop(lake_url, f"date={d(1)}/b.ndjson", ndjson(ev("stop", "u", day(1, 0, 30))))
+    assert run(lake_url)["sessions"] == 1
+    found = reader.sessions(d(2), d(2), user_id="u", lake=lake_url)["data"]
+    assert found == [
+        {"date": d(2), "totalDuration": 5400, "sessionCount": 1, "averageDuration": 5400}
+    ]
+    plays = Lake(lake_url).scan("plays", Plays).sort("timestamp").collect()
+    assert plays.select("date", "event").rows() == [
+        (TODAY.date() - timedelta(days=2), "play"),
+        (TODAY.date() - timedelta(days=1), "stop"),
+    ]
 
 
 def test_a_file_set_back_to_bytes_read_before_keeps_their_first_received_at(lake_url):
@@ -494,7 +522,7 @@ def test_a_run_with_nothing_new_changes_nothing(lake_url):
     fs, root = fsspec.core.url_to_fs(lake_url)
     # Every table and all the pipeline's state; only the lock is taken and released again,
     # and the run's claim on the lake is a new snapshot file, a copy of the current one.
-    tables = ("events", "duplicates", "quarantine", "counts", "sessions", "_state")
+    tables = ("events", "duplicates", "quarantine", "counts", "sessions", "plays", "_state")
 
     def snapshot() -> dict[str, bytes]:
         fs.invalidate_cache()
