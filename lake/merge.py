@@ -130,9 +130,9 @@ def merge_events(
     before is replaced by them (a file replaced under its name replaces its contribution).
     Only records with a copy among these rows are decided again; every other row keeps its place.
     """
+    keep_plays(lake, window_start)
     # Sources as categories: four bytes a row, not the path (these deciding columns of every
     # new row are the merge's largest structure).
-    keep_plays(lake, window_start)
     new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
     if new.is_empty() and not sources:
         return Merged(0, 0, 0, 0, [])
@@ -476,14 +476,18 @@ def _plays_in(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 def keep_plays(lake: Lake, window_start: date) -> None:
-    """Make PLAYS from the retained events, date by date, for a lake from before it was kept;
-    from then on the merge keeps it with the events (a run's own changes come after this)."""
+    """Make PLAYS again from the retained events, date by date, unless the snapshot says it is
+    kept in step with them: on a lake from before it, or one a Track from before it ran on
+    since (which left its partitions as they were). From then on the merge keeps it with the
+    events (a run's own changes come after this)."""
     if lake.holds(PLAYS):
         return
-    for day in lake.partitions(EVENTS):
-        if day >= window_start:
-            stored = lake.read_partition(EVENTS, day, Events, list(PLAYS_AND_STOPS))
-            lake.write_partition(PLAYS, day, _plays_in(stored))
+    days = [d for d in lake.partitions(EVENTS) if d >= window_start]
+    for day in set(lake.partitions(PLAYS)) - set(days):
+        lake.delete_partition(PLAYS, day)
+    for day in days:
+        stored = lake.read_partition(EVENTS, day, Events, list(PLAYS_AND_STOPS))
+        lake.write_partition(PLAYS, day, _plays_in(stored))
     lake.keep(PLAYS)
 
 
@@ -594,6 +598,8 @@ def rebuild_sessions(
     the shards by a hash of `user_id` (files under `folder`, the run's staging), then each
     shard's are matched.
     """
+    if not lake.holds(PLAYS):
+        raise RuntimeError("the sessions are matched from PLAYS: merge_events keeps it first")
     if shards == 1:
         spans, sessions = match_window(lake, window_start, changed)
     else:

@@ -9,6 +9,7 @@ Layout under the root URL (local folder or any fsspec URL such as s3://bucket/pr
     quarantine/date=D/part-<id>.parquet              rejected lines, by date received
     counts/date=D/part-<id>.parquet                  daily counts per event and user
     sessions/date=D/part-<id>.parquet                sessions, by date of their play
+    plays/date=D/part-<id>.parquet                   the events' plays and stops
     runs/<run_id>.json                               one run report per run
     _state/snapshots/<n>.json                        the commit point (see below)
     _state/files-<id>.parquet, tombstones-<id>.parquet, replaced-<id>.parquet,
@@ -188,6 +189,10 @@ class Snapshot:
     """Files this run replaced: deleted once its snapshot is current (never stored)."""
     written: dict[str, tuple[int, int]] = field(default_factory=dict)
     """Files this run wrote: their bytes and rows, for the Delta logs (never stored)."""
+    kept: list[str] = field(default_factory=list)
+    """The tables made from others that this lake keeps in step with them (`Lake.keep`). A
+    Track from before one would carry its partitions forward without keeping them, but drops
+    this list (it copies only what it knows of a snapshot): the next run makes them again."""
 
     def stored(self) -> dict[str, Any]:
         """The JSON document of the snapshot."""
@@ -197,6 +202,7 @@ class Snapshot:
             "window_start": self.window_start,
             "fingerprint": self.fingerprint,
             "committed_at": self.committed_at,
+            "kept": self.kept,
         }
 
     def referenced(self) -> set[str]:
@@ -217,6 +223,8 @@ class Changes:
     """state table -> its file now"""
     replaced: list[str]
     written: dict[str, tuple[int, int]]
+    kept: list[str]
+    """tables the fork began to keep (`Lake.keep`)"""
 
 
 class Lake:
@@ -322,6 +330,7 @@ class Lake:
             value.get("fingerprint"),
             value.get("committed_at"),
             number,
+            kept=list(value.get("kept", [])),
         )
 
     def begin(self) -> Lake:
@@ -345,6 +354,7 @@ class Lake:
                 FINGERPRINT,
                 current.committed_at,
                 current.number + 1,
+                kept=list(current.kept),
             )
             if self._create_snapshot(claim):
                 self.run = claim
@@ -360,10 +370,11 @@ class Lake:
         current = self.current()
         if current.number != run.number:
             raise self._fenced(current.number)
-        changed = (current.tables, current.state, current.window_start) != (
+        changed = (current.tables, current.state, current.window_start, current.kept) != (
             run.tables,
             run.state,
             run.window_start,
+            run.kept,
         )
         if changed or not current.committed_at:
             now = datetime.now(UTC).isoformat(timespec="milliseconds")
@@ -446,11 +457,13 @@ class Lake:
             run.fingerprint,
             run.committed_at,
             run.number,
+            kept=list(run.kept),
         )
         fork.forked_from = replace(
             fork.run,
             tables={t: {d: list(f) for d, f in p.items()} for t, p in run.tables.items()},
             state=dict(run.state),
+            kept=list(run.kept),
         )
         return fork
 
@@ -460,13 +473,12 @@ class Lake:
         changed: dict[str, dict[str, list[str]]] = {}
         for table in set(run.tables) | set(base.tables):
             now, before = run.tables.get(table, {}), base.tables.get(table, {})
-            if table not in base.tables:  # kept from now on (`keep`), partitions or none
-                changed.setdefault(table, {})
             for day in set(now) | set(before):
                 if now.get(day, []) != before.get(day, []):
                     changed.setdefault(table, {})[day] = list(now.get(day, []))
         state = {k: v for k, v in run.state.items() if base.state.get(k) != v}
-        return Changes(changed, state, list(run.replaced), dict(run.written))
+        kept = [t for t in run.kept if t not in base.kept]
+        return Changes(changed, state, list(run.replaced), dict(run.written), kept)
 
     def join(self, changes: Changes) -> None:
         """Take what a fork of this run's lake wrote into the run's snapshot."""
@@ -481,6 +493,7 @@ class Lake:
         run.state.update(changes.state)
         run.replaced.extend(changes.replaced)
         run.written.update(changes.written)
+        run.kept.extend(t for t in changes.kept if t not in run.kept)
 
     def _view(self) -> Snapshot:
         if self.run is not None:
@@ -495,12 +508,14 @@ class Lake:
     # Partitioned tables ----------------------------------------------------------------------
 
     def holds(self, table: str) -> bool:
-        """Whether the snapshot keeps this table, with partitions or none (`keep`)."""
-        return table in self._view().tables
+        """Whether the snapshot says its partitions of this table are kept in step (`keep`)."""
+        return table in self._view().kept
 
     def keep(self, table: str) -> None:
-        """Note in the run's snapshot that it keeps this table, even with no partition."""
-        self._run().tables.setdefault(table, {})
+        """Note in the run's snapshot that its partitions of this table (made from others,
+        partitions or none) are kept in step from now on (Snapshot.kept)."""
+        if table not in self._run().kept:
+            self._run().kept.append(table)
 
     def partitions(self, table: str) -> list[date]:
         """The dates a table has partitions for, oldest first."""

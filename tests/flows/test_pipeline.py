@@ -19,7 +19,7 @@ from track.flows.pipeline import pipeline
 from track.flows.progress import STEPS
 from track.lake.delta import storage_options
 from track.lake.store import CLAMPED, MANIFEST, Lake
-from track.schemas.tables import Clamped, Events, Manifest, Plays, Sessions
+from track.schemas.tables import Clamped, Events, Manifest, Plays, Sessions, polars_schema
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -230,24 +230,28 @@ def test_a_manifest_from_before_versions_has_each_file_checked_once(lake_url):
     assert run(lake_url)["files"] == 0
 
 
-def test_a_lake_from_before_plays_were_kept_apart_gets_them_from_its_events(lake_url):
+def test_a_lake_an_older_track_ran_on_gets_its_plays_made_again_from_its_events(lake_url):
     drop(
         lake_url,
         f"date={d(2)}/a.ndjson",
         ndjson(ev("play", "u", day(2, 23)), ev("pause", "u", day(2, 23, 10))),
     )
     run(lake_url)
-    # The lake as a Track from before the plays table left it: its snapshot names no such table.
+    # A Track from before the plays table drops the snapshot's note that it is kept, and
+    # leaves its partitions as they were while it changes the events: here one is gone, and
+    # another holds a play no event has.
     lake = Lake(lake_url).begin()
     assert lake.holds("plays")
-    del lake.run.tables["plays"]
+    lake.run.kept.clear()
+    lake.delete_partition("plays", TODAY.date() - timedelta(days=2))
+    ghost = {"user_id": ["u"], "event": ["play"], "timestamp": [datetime.fromisoformat(day(3))]}
+    rows = pl.DataFrame(ghost, schema=polars_schema(Plays))
+    lake.write_partition("plays", TODAY.date() - timedelta(days=3), rows)
     lake.commit()
-    fs, root = fsspec.core.url_to_fs(lake_url)
-    fs.rm(f"{root}/plays", recursive=True)
-    # The stop's play is stored only among the events from before.
+    # The stop's play is stored only among the events.
     drop(lake_url, f"date={d(1)}/b.ndjson", ndjson(ev("stop", "u", day(1, 0, 30))))
     assert run(lake_url)["sessions"] == 1
-    found = reader.sessions(d(2), d(2), user_id="u", lake=lake_url)["data"]
+    found = reader.sessions(d(3), d(1), user_id="u", lake=lake_url)["data"]
     assert found == [
         {"date": d(2), "totalDuration": 5400, "sessionCount": 1, "averageDuration": 5400}
     ]
@@ -256,6 +260,7 @@ def test_a_lake_from_before_plays_were_kept_apart_gets_them_from_its_events(lake
         (TODAY.date() - timedelta(days=2), "play"),
         (TODAY.date() - timedelta(days=1), "stop"),
     ]
+    assert Lake(lake_url).holds("plays")
 
 
 def test_a_file_set_back_to_bytes_read_before_keeps_their_first_received_at(lake_url):

@@ -60,6 +60,11 @@ def test_every_table_reads_with_scan_delta(lake_url):
     assert_frame_equal(counts.select("date", "event", "count").sort("event"), expected)
     sessions = pl.scan_delta(f"{lake_url}/sessions", storage_options=options).collect()
     assert sessions["duration_ms"].to_list() == [3_600_000]
+    plays = pl.scan_delta(f"{lake_url}/plays", storage_options=options).collect()
+    assert plays.sort("timestamp").select("date", "user_id", "event").rows() == [
+        (date(2025, 3, 5), "u", "play"),
+        (date(2025, 3, 5), "u", "stop"),
+    ]
     nothing = pl.scan_delta(f"{lake_url}/duplicates", storage_options=options).collect()
     assert (nothing.height, nothing.columns) == (0, events.columns)
 
