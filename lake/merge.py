@@ -17,8 +17,10 @@ How a run's new events are merged, in four steps (`merge_events`):
    than TAIL_SHARE of its first file's rows, the date is rewritten whole, from its stored
    rows, its new rows and those changes, as one file.
 
-Each date's plays and stops are kept apart too, as the date's partition of PLAYS (added to or
-rewritten with it): the sessions are matched from them, not from every event.
+Each date's plays and stops are kept apart too, as the date's partition of PLAYS, and the
+record mixes of its copies as its partition of KEYS (both added to or rewritten with it): the
+sessions are matched from the plays, not from every event, and step 2 reads the stored copies
+only under the dates whose keys hold a new record's mix.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from track.lake.store import (
     COUNTS,
     DUPLICATES,
     EVENTS,
+    KEYS,
     MANIFEST,
     PLAYS,
     QUARANTINE,
@@ -55,6 +58,7 @@ from track.schemas.tables import (
     Counts,
     Duplicates,
     Events,
+    Keys,
     Manifest,
     Plays,
     Quarantine,
@@ -130,7 +134,7 @@ def merge_events(
     before is replaced by them (a file replaced under its name replaces its contribution).
     Only records with a copy among these rows are decided again; every other row keeps its place.
     """
-    keep_plays(lake, window_start)
+    keep_derived(lake, window_start)
     # Sources as categories: four bytes a row, not the path (these deciding columns of every
     # new row are the merge's largest structure).
     new = staged.rows(columns=[*INDEX, "clamped", "truncated"], categorical_source=True)
@@ -221,13 +225,17 @@ def _stored_index(
 ) -> pl.DataFrame:
     """INDEX of every stored copy (kept or not) of these event dates, with `date` and `kept`;
     given `located` (record keys and dates: `_stored_dates`), only the copies of the keys
-    located under each date (read by their mix of `fingerprint` and `sent_at` first: the other
-    columns are decoded only for the row groups with a row of one of those mixes, the copies'
-    own; by `sent_at` alone, rows of other records sent in the same millisecond had their row
-    groups decoded too: 20,000 new records on 8M events, 0.21 against 0.26 s). The dates are
-    read in one query, not one by one (28 dates of 8M events: 0.21 s against 0.32 s)."""
+    located under each date, and only under the dates whose KEYS hold one of their mixes
+    (`_holding`: a new record's usually none). Read by their mix of `fingerprint` and
+    `sent_at` first: the other columns are decoded only for the row groups with a row of one
+    of those mixes, the copies' own (by `sent_at` alone, rows of other records sent in the
+    same millisecond had their row groups decoded too: 20,000 new records on 8M events, 0.21
+    against 0.26 s). The dates are read in one query, not one by one (28 dates of 8M events:
+    0.21 s against 0.32 s)."""
     tables = ((EVENTS, Events, True), (DUPLICATES, Duplicates, False))
     mixes = None if located is None else located.select(_record_mix()).to_series().implode()
+    if mixes is not None:
+        days = _holding(lake, days, mixes)
     frames = [
         lake.scan(table, model, days).select(*INDEX, "date", kept=pl.lit(kept))
         if mixes is None
@@ -238,6 +246,13 @@ def _stored_index(
     ]
     rows = pl.concat(frames).collect()
     return rows if located is None else rows.join(located, on=[*RECORD_KEY, "date"], how="semi")
+
+
+def _holding(lake: Lake, days: set[date], mixes: pl.Series) -> set[date]:
+    """The dates among these whose KEYS hold one of these mixes (imploded): only there can a
+    copy of theirs be stored."""
+    holding = lake.scan(KEYS, Keys, days).filter(pl.col("mix").is_in(mixes))
+    return set(holding.select("date").unique().collect()["date"].to_list())
 
 
 def _stored_dates(keys: pl.DataFrame, clamped: pl.DataFrame, retained: set[date]) -> pl.DataFrame:
@@ -402,7 +417,7 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
         # Staged as the table holds a date's rows: the file is taken as it is, unread. Rows
         # staged in several files are written as one, so that a run adds one file to a date.
         lake.add_file(EVENTS, day, file)
-        new = staged.rows(day, ["event", *MOVED])
+        new = staged.rows(day, ["event", *MOVED, *RECORD_KEY])
     else:
         new = staged.rows(day, EVENT_COLUMNS)
         lake.append_partition(EVENTS, day, _validated(new, Events))
@@ -412,6 +427,8 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
     _merge_tail(lake, EVENTS, day, lambda rows: _validated(rows, Events))
     lake.append_partition(PLAYS, day, _plays_in(new))
     _merge_tail(lake, PLAYS, day, _plays_in)
+    lake.append_partition(KEYS, day, _keys_in(new))
+    _merge_tail(lake, KEYS, day, lambda rows: conform(rows, Keys))
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.append_partition(COUNTS, day, conform(added, Counts))
     _merge_tail(lake, COUNTS, day, _summed)
@@ -462,6 +479,7 @@ def _rewrite_date(
     lake.write_partition(EVENTS, day, events)
     crash_point("partition-written")
     lake.write_partition(PLAYS, day, _plays_in(events))
+    lake.write_partition(KEYS, day, _keys_in(rows))
     lake.write_partition(DUPLICATES, day, _validated(rows.filter(~pl.col("kept")), Duplicates))
     counts = daily_counts(events.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.write_partition(COUNTS, day, conform(counts, Counts))
@@ -475,20 +493,39 @@ def _plays_in(rows: pl.DataFrame) -> pl.DataFrame:
     return conform(plays, Plays).sort("timestamp", maintain_order=True)
 
 
-def keep_plays(lake: Lake, window_start: date) -> None:
-    """Make PLAYS again from the retained events, date by date, unless the snapshot says it is
-    kept in step with them: on a lake from before it, or one a Track from before it ran on
-    since (which left its partitions as they were). From then on the merge keeps it with the
-    events (a run's own changes come after this)."""
-    if lake.holds(PLAYS):
-        return
-    days = [d for d in lake.partitions(EVENTS) if d >= window_start]
-    for day in set(lake.partitions(PLAYS)) - set(days):
-        lake.delete_partition(PLAYS, day)
+def _keys_in(rows: pl.DataFrame) -> pl.DataFrame:
+    """The record mixes of these copies, as KEYS holds them."""
+    return conform(rows.select(mix=_record_mix()), Keys)
+
+
+def keep_derived(lake: Lake, window_start: date) -> None:
+    """Make PLAYS (from the events) and KEYS (from the events and duplicates) again, date by
+    date, each unless the snapshot says it is kept in step with them: on a lake from before
+    it, or one a Track from before it ran on since (which left its partitions as they were).
+    From then on the merge keeps them with the events (a run's own changes come after this)."""
+    if not lake.holds(PLAYS):
+        _remake(lake, PLAYS, (EVENTS,), list(PLAYS_AND_STOPS), _plays_in, window_start)
+    if not lake.holds(KEYS):
+        _remake(lake, KEYS, (EVENTS, DUPLICATES), RECORD_KEY, _keys_in, window_start)
+
+
+def _remake(
+    lake: Lake,
+    table: str,
+    sources: tuple[str, ...],
+    columns: list[str],
+    derive: Callable[[pl.DataFrame], pl.DataFrame],
+    window_start: date,
+) -> None:
+    """Write each retained date of a table made from `sources` again from their `columns`
+    (`derive`), delete its other dates, and note that it is kept."""
+    days = sorted({d for s in sources for d in lake.partitions(s) if d >= window_start})
+    for day in set(lake.partitions(table)) - set(days):
+        lake.delete_partition(table, day)
     for day in days:
-        stored = lake.read_partition(EVENTS, day, Events, list(PLAYS_AND_STOPS))
-        lake.write_partition(PLAYS, day, _plays_in(stored))
-    lake.keep(PLAYS)
+        stored = [lake.read_partition(source, day, Events, columns) for source in sources]
+        lake.write_partition(table, day, derive(pl.concat(stored)))
+    lake.keep(table)
 
 
 def _plays_and_stops_of(rows: pl.DataFrame) -> pl.DataFrame:

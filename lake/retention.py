@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from track.lake.store import DUPLICATES, EVENTS, PLAYS, QUARANTINE, TOMBSTONES, Lake
+from track.lake.store import DUPLICATES, EVENTS, KEYS, PLAYS, QUARANTINE, TOMBSTONES, Lake
 from track.schemas.tables import Events, Tombstones, polars_schema
 
 
@@ -21,8 +21,8 @@ def window_start_for(lake: Lake, now: datetime, retention_days: int) -> date:
 
 
 def expire_events(lake: Lake, *, window_start: date) -> int:
-    """Delete event and duplicate partitions before the window, with their plays and stops (not
-    counted again: PLAYS is a part of events); the count deleted.
+    """Delete event and duplicate partitions before the window, with their plays and keys (not
+    counted again: PLAYS and KEYS are made from them); the count deleted.
 
     Runs before new events are committed, so that a record whose kept copy just expired is
     never counted again: keys of expired kept events that could still arrive unexpired (their
@@ -40,7 +40,7 @@ def expire_events(lake: Lake, *, window_start: date) -> int:
         )
     if old or tombstones[0].height != stored.height:  # a run that expires nothing writes nothing
         lake.write_state(TOMBSTONES, Tombstones.validate(pl.concat(tombstones).unique()))
-    _delete_before(lake, (PLAYS,), window_start)
+    _delete_before(lake, (PLAYS, KEYS), window_start)
     return _delete_before(lake, (EVENTS, DUPLICATES), window_start)
 
 

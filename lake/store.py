@@ -10,6 +10,7 @@ Layout under the root URL (local folder or any fsspec URL such as s3://bucket/pr
     counts/date=D/part-<id>.parquet                  daily counts per event and user
     sessions/date=D/part-<id>.parquet                sessions, by date of their play
     plays/date=D/part-<id>.parquet                   the events' plays and stops
+    keys/date=D/part-<id>.parquet                    the record mixes of events and duplicates
     runs/<run_id>.json                               one run report per run
     _state/snapshots/<n>.json                        the commit point (see below)
     _state/files-<id>.parquet, tombstones-<id>.parquet, replaced-<id>.parquet,
@@ -60,7 +61,7 @@ from track.schemas.tables import TABLE_MODELS, Manifest, polars_schema
 RAW = "raw"
 STATE = "_state"
 RUNS = "runs"
-EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS, PLAYS = TABLES = tuple(TABLE_MODELS)
+EVENTS, DUPLICATES, QUARANTINE, COUNTS, SESSIONS, PLAYS, KEYS = TABLES = tuple(TABLE_MODELS)
 SNAPSHOTS = f"{STATE}/snapshots"
 STAGING = "staging"
 """Under _state/: each run's staged rows, `staging/<run_id>/`, deleted once it committed."""

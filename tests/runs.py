@@ -118,7 +118,7 @@ def no_stray_files(lake_url: str) -> None:
     current = Lake(lake_url).current().referenced()
     fs, root = fsspec.core.url_to_fs(lake_url)
     fs.invalidate_cache()
-    for table in ("events", "duplicates", "quarantine", "counts", "sessions", "plays"):
+    for table in ("events", "duplicates", "quarantine", "counts", "sessions", "plays", "keys"):
         if fs.exists(f"{root}/{table}"):
             for path in fs.find(f"{root}/{table}"):
                 if "/_delta_log/" not in path:

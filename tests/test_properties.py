@@ -21,7 +21,7 @@ from tests.reference import Reference, _canon
 from track import reader
 from track.flows.pipeline import pipeline
 from track.lake.store import Lake
-from track.schemas.tables import Events, Plays
+from track.schemas.tables import Events, Keys, Plays
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -244,6 +244,15 @@ def _stored_plays(lake: str) -> list[tuple]:
     return sorted(plays.select("user_id", "event", pl.col("timestamp").dt.epoch("ms")).iter_rows())
 
 
+def _keys_match_the_copies(lake: str) -> None:
+    """The keys table holds the record mix of every stored copy, under the copy's date."""
+    store = Lake(lake)
+    mix = (pl.col("fingerprint") ^ pl.col("sent_at").dt.epoch("ms")).alias("mix")
+    copies = [store.scan(t, Events).select("date", mix).collect() for t in ("events", "duplicates")]
+    keys = store.scan("keys", Keys).select("date", "mix").collect()
+    assert sorted(pl.concat(copies).rows()) == sorted(keys.rows())
+
+
 def _model_plays(model: Reference) -> list[tuple]:
     kept = model.kept().values()
     return sorted((r.user, r.event, r.ts) for r in kept if r.event in ("play", "stop"))
@@ -327,6 +336,7 @@ def _agrees_with_the_model(steps, lake: str) -> None:
             assert _answers(lake, start, end) == _answers(model, start, end), number
             assert _stored_events(lake) == _model_events(model), number
             assert _stored_plays(lake) == _model_plays(model), number
+            _keys_match_the_copies(lake)
     except Exception:  # a wrong answer or a failed run alike
         if os.environ.get("TRACK_DEBUG_DIR"):
             _dump(os.environ["TRACK_DEBUG_DIR"], lake, steps, model)

@@ -230,27 +230,26 @@ def test_a_manifest_from_before_versions_has_each_file_checked_once(lake_url):
     assert run(lake_url)["files"] == 0
 
 
-def test_a_lake_an_older_track_ran_on_gets_its_plays_made_again_from_its_events(lake_url):
-    drop(
-        lake_url,
-        f"date={d(2)}/a.ndjson",
-        ndjson(ev("play", "u", day(2, 23)), ev("pause", "u", day(2, 23, 10))),
-    )
+def test_a_lake_an_older_track_ran_on_gets_its_plays_and_keys_made_again(lake_url):
+    play = ev("play", "u", day(2, 23))
+    drop(lake_url, f"date={d(2)}/a.ndjson", ndjson(play, ev("pause", "u", day(2, 23, 10))))
     run(lake_url)
-    # A Track from before the plays table drops the snapshot's note that it is kept, and
-    # leaves its partitions as they were while it changes the events: here one is gone, and
-    # another holds a play no event has.
+    # A Track from before the plays and keys tables drops the snapshot's note that they are
+    # kept, and leaves their partitions as they were while it changes the events: here a date
+    # of each is gone, and another date of plays holds a play no event has.
     lake = Lake(lake_url).begin()
-    assert lake.holds("plays")
+    assert lake.holds("plays") and lake.holds("keys")
     lake.run.kept.clear()
     lake.delete_partition("plays", TODAY.date() - timedelta(days=2))
+    lake.delete_partition("keys", TODAY.date() - timedelta(days=2))
     ghost = {"user_id": ["u"], "event": ["play"], "timestamp": [datetime.fromisoformat(day(3))]}
     rows = pl.DataFrame(ghost, schema=polars_schema(Plays))
     lake.write_partition("plays", TODAY.date() - timedelta(days=3), rows)
     lake.commit()
-    # The stop's play is stored only among the events.
-    drop(lake_url, f"date={d(1)}/b.ndjson", ndjson(ev("stop", "u", day(1, 0, 30))))
-    assert run(lake_url)["sessions"] == 1
+    # The stop's play is stored only among the events, and so is the first copy of the play.
+    drop(lake_url, f"date={d(1)}/b.ndjson", ndjson(ev("stop", "u", day(1, 0, 30)), play))
+    report = run(lake_url)
+    assert (report["accepted"], report["duplicates"], report["sessions"]) == (1, 1, 1)
     found = reader.sessions(d(3), d(1), user_id="u", lake=lake_url)["data"]
     assert found == [
         {"date": d(2), "totalDuration": 5400, "sessionCount": 1, "averageDuration": 5400}
@@ -260,7 +259,7 @@ def test_a_lake_an_older_track_ran_on_gets_its_plays_made_again_from_its_events(
         (TODAY.date() - timedelta(days=2), "play"),
         (TODAY.date() - timedelta(days=1), "stop"),
     ]
-    assert Lake(lake_url).holds("plays")
+    assert Lake(lake_url).holds("plays") and Lake(lake_url).holds("keys")
 
 
 def test_a_file_set_back_to_bytes_read_before_keeps_their_first_received_at(lake_url):
@@ -527,7 +526,7 @@ def test_a_run_with_nothing_new_changes_nothing(lake_url):
     fs, root = fsspec.core.url_to_fs(lake_url)
     # Every table and all the pipeline's state; only the lock is taken and released again,
     # and the run's claim on the lake is a new snapshot file, a copy of the current one.
-    tables = ("events", "duplicates", "quarantine", "counts", "sessions", "plays", "_state")
+    tables = ("events", "duplicates", "quarantine", "counts", "sessions", "plays", "keys", "_state")
 
     def snapshot() -> dict[str, bytes]:
         fs.invalidate_cache()
