@@ -19,7 +19,7 @@ from typing import Any
 from common import add_files, arguments, empty_run, fresh_lake, inputs, record, track_run
 
 from track.lake.merge import match_window
-from track.lake.store import COUNTS, EVENTS, PLAYS, SESSIONS, Lake
+from track.lake.store import COUNTS, EVENTS, KEYS, PLAYS, SESSIONS, Lake
 from track.schemas.tables import Counts, Events
 from track.transforms.dedup import RECORD_KEY
 
@@ -48,7 +48,7 @@ def main() -> None:
     per_day = args.events / days
     scale = args.rate / per_day
     # What each table costs on disk, per event.
-    sizes = {t: table_bytes(lake, t) for t in (EVENTS, COUNTS, SESSIONS, PLAYS)}
+    sizes = {t: table_bytes(lake, t) for t in (EVENTS, COUNTS, SESSIONS, PLAYS, KEYS)}
     counts_rows = sum(
         len(store.read_partition(COUNTS, d, Counts, ["user_id"])) for d in store.partitions(COUNTS)
     )
@@ -81,7 +81,8 @@ def main() -> None:
         f"at {args.rate:,}/day: events {sizes[EVENTS] / args.events * args.rate / 1e9:.1f} GB/day,"
         f" {sizes[EVENTS] / args.events * args.rate * WINDOW_DAYS / 1e9:.0f} GB in a"
         f" {WINDOW_DAYS}-day window, their plays and stops"
-        f" {sizes[PLAYS] / args.events * args.rate * WINDOW_DAYS / 1e9:.0f} GB more; sessions"
+        f" {sizes[PLAYS] / args.events * args.rate * WINDOW_DAYS / 1e9:.0f} GB and keys"
+        f" {sizes[KEYS] / args.events * args.rate * WINDOW_DAYS / 1e9:.0f} GB more; sessions"
         f" {sizes[SESSIONS] / args.events * args.rate * 365 / 1e9:.1f} GB/year (kept)",
         f"ingest (full run, marginal): {ingest_rate:,.0f} events/s on this machine:"
         f" {batch_at_rate / ingest_rate:.1f} s for a 15-minute batch of {batch_at_rate:,.0f}",
