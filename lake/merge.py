@@ -425,14 +425,15 @@ def _add_to_date(lake: Lake, staged: Staged, day: date) -> pl.DataFrame:
         return pl.DataFrame(schema=MOVED)
     crash_point("partition-written")
     _merge_tail(lake, EVENTS, day, lambda rows: _validated(rows, Events))
-    lake.append_partition(PLAYS, day, _plays_in(new))
+    plays = _plays_in(new)
+    lake.append_partition(PLAYS, day, plays)
     _merge_tail(lake, PLAYS, day, _plays_in)
     lake.append_partition(KEYS, day, _keys_in(new))
     _merge_tail(lake, KEYS, day, lambda rows: conform(rows, Keys))
     added = daily_counts(new.lazy().with_columns(date=pl.lit(day))).collect().drop("date")
     lake.append_partition(COUNTS, day, conform(added, Counts))
     _merge_tail(lake, COUNTS, day, _summed)
-    return _plays_and_stops_of(new)
+    return plays.select(*MOVED)
 
 
 def _merge_tail(
@@ -798,20 +799,14 @@ def match_window(
         frames = [
             _plays_and_stops(window.filter(*_between(*part)), users) for part in _added(read, wider)
         ]
-        held = pl.concat(
-            [held.filter(pl.col("user_id").is_in(users)), *(f.collect() for f in frames)]
-        )
+        unsettled = pl.col("user_id").is_in(pl.Series(users, dtype=pl.String).implode())
+        held = pl.concat([held.filter(unsettled), *(f.collect() for f in frames)])
         read = wider
-        theirs = changed.filter(
-            pl.col("user_id").is_in(pl.Series(users, dtype=pl.String).implode())
-        )
-        near = neighbours(held.lazy(), theirs.lazy()).collect()
+        near = neighbours(held.lazy(), changed.lazy().filter(unsettled)).collect()
         bounds = _reach(near, read[0] <= start, read[1] >= end)
         done = pl.col("before") & pl.col("after")
         ours = pl.col("user_id").is_in(bounds.filter(done)["user_id"].implode())
-        span, matched = rematch(
-            held.lazy().filter(ours), theirs.lazy().filter(ours), near.filter(ours)
-        )
+        span, matched = rematch(held.lazy().filter(ours), near.filter(ours).lazy())
         spans.append(span.collect())
         sessions.append(matched.collect())
         bounds = bounds.filter(~done)
@@ -883,7 +878,7 @@ def _match(
     """`(spans, sessions)` of these plays and stops: all their sessions for `changed` None."""
     if changed is None:
         return None, match_sessions(events).collect()
-    spans, sessions = rematch(events, changed.lazy())
+    spans, sessions = rematch(events, neighbours(events, changed.lazy()))
     return spans.collect(), sessions.collect()
 
 

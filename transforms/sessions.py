@@ -74,18 +74,15 @@ def neighbours(events: pl.LazyFrame, changed: pl.LazyFrame) -> pl.LazyFrame:
     return bounds.join(around, on="user_id", how="left")
 
 
-def rematch(
-    events: pl.LazyFrame, changed: pl.LazyFrame, near: pl.DataFrame | None = None
-) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+def rematch(events: pl.LazyFrame, near: pl.LazyFrame) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """The sessions a change can alter, matched again, and where they are: `(spans, sessions)`.
 
-    `events`: every play and stop (`user_id`, `event`, `timestamp`) of the users in `changed`,
-    as they are now; `changed`: the instants (`user_id`, `timestamp`) of their plays and stops
-    that came, went or changed; `near`: their `neighbours`, if already known (`changed` is
-    then not read again). `spans`
-    (`user_id`, `start`, `end`): a user's sessions whose play is in their span may differ from
-    before, every other session of theirs is as it was; `sessions`: their sessions with a play
-    in their span (as `match_sessions` gives them).
+    `near`: the `neighbours` of the changed users' changes; `events`: every play and stop
+    (`user_id`, `event`, `timestamp`) of those users as they are now, or those of a range of
+    time holding each one's span. `spans` (`user_id`, `start`, `end`): a user's sessions
+    whose play is in their span may differ from before, every other session of theirs is as
+    it was; `sessions`: their sessions with a play in their span (as `match_sessions` gives
+    them).
 
     A session is a play and the first stop from it to the next play, so a change between `lo`
     and `end` (its first and last instants) can alter only the sessions of plays from `lo` to
@@ -100,9 +97,8 @@ def rematch(
     tenth of the users of an 8M-event window, one change each: 0.06 to 0.07 s, against 0.10 s
     matching from the span's start on).
     """
-    around = neighbours(events, changed) if near is None else near.lazy()
     reach = (
-        around.select(
+        near.select(
             "user_id",
             start=pl.when(pl.col("last").is_not_null() & ~pl.col("stopped"))
             .then("last")

@@ -88,7 +88,8 @@ def test_matching_again_in_the_spans_gives_every_session_of_the_new_events(befor
     moved = [row for i, row in enumerate(before) if i in gone] + came
     changed = _events(*moved).select("user_id", "timestamp")
     users = {row[0] for row in moved}
-    spans, again = rematch(_events(*[r for r in after if r[0] in users]), changed)
+    events = _events(*[r for r in after if r[0] in users])
+    spans, again = rematch(events, neighbours(events, changed))
     old = match_sessions(_events(*before)).collect()
     in_span = (
         old.join(spans.collect(), on="user_id", how="left")
@@ -125,19 +126,18 @@ def test_the_events_of_a_range_of_time_match_the_users_they_settle_as_all_their_
         pl.col("last").is_not_null() | (first <= 0), pl.col("until").is_not_null() | (last >= 12)
     )
     ours = pl.col("user_id").is_in(settled["user_id"].implode())
-    spans, sessions = rematch(held.filter(ours), changed.filter(ours), settled)
+    spans, sessions = rematch(held.filter(ours), settled.lazy())
     everything = _events(*[r for r in after if r[0] in users]).filter(ours)
-    want_spans, want = rematch(everything, changed.filter(ours))
+    want_spans, want = rematch(everything, neighbours(everything, changed.filter(ours)))
     order = ["user_id", "play_at"]
     assert_frame_equal(sessions.collect().sort(order), want.collect().sort(order))
     assert_frame_equal(spans.collect().sort("user_id"), want_spans.collect().sort("user_id"))
 
 
 def test_a_span_starts_at_the_last_play_before_the_change_unless_a_stop_came_since():
-    spans = rematch(
-        _events(("a", "play", 0), ("a", "play", 5), ("b", "play", 0), ("b", "stop", 3)),
-        _events(("a", "stop", 9), ("b", "stop", 9)).select("user_id", "timestamp"),
-    )[0].collect()
+    events = _events(("a", "play", 0), ("a", "play", 5), ("b", "play", 0), ("b", "stop", 3))
+    changed = _events(("a", "stop", 9), ("b", "stop", 9)).select("user_id", "timestamp")
+    spans = rematch(events, neighbours(events, changed))[0].collect()
     ms = {r["user_id"]: (r["start"] - T) // timedelta(milliseconds=1) for r in spans.to_dicts()}
     assert ms == {"a": 5, "b": 9}
 
