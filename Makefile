@@ -13,7 +13,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
 .PHONY: install wheel system demo notebook test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
+	$(call debian,gcc)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=68'
 	$(BIN)/pip install --quiet -e '.[dev]'
