@@ -451,7 +451,7 @@ class Staged:
         read = [c for c in wanted if c not in beside]
         kind = pl.Categorical if categorical_source else pl.String
         source = [pl.col("source").cast(kind)] if "source" in wanted else []
-        empty = pl.DataFrame(schema={**STAGED_SCHEMA, "date": pl.Date()})
+        empty = pl.LazyFrame(schema={**STAGED_SCHEMA, "date": pl.Date()})
         frames = [empty.select(*wanted, "date").with_columns(source)]
         for name, read_again in self.files:
             at = _staged_date(name)
@@ -459,14 +459,15 @@ class Staged:
                 continue
             needs_source = read_again and "source" not in wanted  # to drop those sources' rows
             here = read + ["source"] if needs_source else read
-            parts = [self.lake.read_parquet(self.folder, name, columns=here)] if here else []
+            parts = [self.lake.scan_parquet(self.folder, name).select(here)] if here else []
             if beside:
-                parts.append(self.lake.read_parquet(self.folder, beside_file(name), columns=beside))
+                parts.append(self.lake.scan_parquet(self.folder, beside_file(name)).select(beside))
             rows = pl.concat(parts, how="horizontal")
             if read_again:
                 rows = rows.filter(~pl.col("source").is_in(read_again))
             frames.append(rows.select(*wanted).with_columns(*source, date=pl.lit(at)))
-        return pl.concat(frames)
+        # Read together, not one file after another: the merge's first read of a run's rows.
+        return pl.concat(frames).collect()
 
     def rejected(self) -> pl.DataFrame:
         """The staged quarantine rows."""

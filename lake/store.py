@@ -692,6 +692,11 @@ class Lake:
         """Write a JSON document atomically."""
         self._write_bytes(self.path(*parts), json.dumps(value, indent=2, default=str).encode())
 
+    def scan_parquet(self, *parts: str) -> pl.LazyFrame:
+        """A Parquet file under the root that must exist, lazily: many are read together, and
+        only the columns asked."""
+        return self._scan(["/".join(parts)])
+
     def read_parquet(self, *parts: str, columns: list[str] | None = None) -> pl.DataFrame:
         """A Parquet file under the root that must exist (only `columns` if given)."""
         return self._read("/".join(parts), columns)

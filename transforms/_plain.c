@@ -1,10 +1,11 @@
 /* Lines in the plain shape, read in one pass each (track.transforms.parse: FAST_LINE).
 
    scan(texts) splits each of some UTF-8 texts on newlines, as bytes.split does but for the
-   blank line after a final newline, and reads each line that has the plain shape: event and user_id, then
-   timestamp, `_received_at` and metadata if present, in that order; every string without an
-   escape, a quote or a control character; metadata a flat object of such strings, true,
-   false, null and the numbers orjson writes back as they are (PLAIN_NUMBER), no key twice.
+   blank line after a final newline, and reads each line that has the plain shape: event and
+   user_id, then timestamp, `_received_at` and metadata if present, in that order; every
+   string without an escape, a quote or a control character; metadata a flat object of such
+   strings, true, false, null and the numbers orjson writes back as they are (plain_number),
+   no key twice.
    For those lines it gives what orjson would decode: the fields as sent, the metadata object
    as compact JSON, and its pairs as the dedup fingerprint takes them (`key":value`, a number
    without a trailing `.0`). Every other line is left to orjson, which decides it exactly.
@@ -12,7 +13,16 @@
    The columns come back as Arrow buffers, which parse.py wraps without copying: the lines and
    the fields as sent as string views into the texts themselves, the metadata and the pairs,
    which lose their spaces, as bytes with 64-bit offsets. The scan holds no Python object, so
-   it runs without the GIL: the ingest's threads read their batches at once. */
+   it runs without the GIL: the ingest's threads read their batches at once.
+
+   Checked under AddressSanitizer and UBSan by building it so in place of an editable
+   install's module and running the parse tests (`pip install -e .` builds it back):
+     gcc -O1 -g -std=c11 -fsanitize=address,undefined -shared -fPIC \
+       -I"$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+       transforms/_plain.c -o transforms/_plain.cpython-311-x86_64-linux-gnu.so
+     ASAN_OPTIONS=detect_leaks=0 \
+       LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
+       .venv/bin/pytest -p no:xdist tests/transforms/test_parse.py */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
