@@ -380,7 +380,7 @@ static Py_ssize_t count_lines(const char *p, const char *stop) {
 }
 
 static void scan_texts(Out *o, Py_buffer *texts, Py_ssize_t count) {
-    Line line;
+    Line line = {0};
     Py_ssize_t row = 0;
     for (Py_ssize_t k = 0; k < count; k++) {
         const char *base = texts[k].buf, *stop = base + texts[k].len;
@@ -417,11 +417,17 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         goto done;
     }
     for (; held < count; held++) {
-        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(seq, held), &texts[held], PyBUF_SIMPLE) < 0)
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, held);
+        /* bytes, which no other thread can change while the scan runs without the GIL (a
+           bytearray given more newlines after they were counted would overrun the rows). */
+        if (!PyBytes_Check(item)) {
+            PyErr_Format(PyExc_TypeError, "scan takes bytes, got %.100s", Py_TYPE(item)->tp_name);
             goto done;
-        if (texts[held].len > INT32_MAX) {
+        }
+        if (PyObject_GetBuffer(item, &texts[held], PyBUF_SIMPLE) < 0) goto done;
+        if (texts[held].len > INT32_MAX) { /* views point into a text with 32-bit offsets */
             held++;
-            PyErr_SetString(PyExc_ValueError, "a text of 2 GiB or more");
+            PyErr_SetString(PyExc_ValueError, "a text of more than TEXT_MAX bytes");
             goto done;
         }
         size += texts[held].len;
@@ -483,5 +489,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__plain(void) {
     init_ends_plain();
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "TEXT_MAX", INT32_MAX) < 0) Py_CLEAR(m);
+    return m;
 }

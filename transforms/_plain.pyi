@@ -2,6 +2,9 @@
 
 from collections.abc import Sequence
 
+TEXT_MAX: int
+"""The most bytes a text may hold (2**31 - 1): views point into it with 32-bit offsets."""
+
 Views = tuple[bytes | None, bytes]
 """Validity bits (None: no null) and Arrow string views into the texts."""
 Strings = tuple[bytes | None, bytes, bytes | None]

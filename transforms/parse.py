@@ -12,7 +12,8 @@ Polars' NDJSON reader re-escapes metadata wrongly and infers structs that drop k
   exponents, long numbers, other key orders, keys named twice, bad input.
 
 tests/transforms/test_parse.py checks on generated lines that both paths agree, and that the
-fast path takes exactly the lines FAST_LINE matches (but for those naming a key twice).
+fast path takes exactly the lines FAST_LINE matches (but for those naming a key twice, or more
+than 64 keys).
 """
 
 from __future__ import annotations
@@ -269,7 +270,8 @@ def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.L
     at the start of a file (a piece whose first line is 1).
 
     `fast=False` decodes every line with orjson: the reference the fast path is tested against.
-    A piece that is not valid UTF-8 as a whole is decoded line by line too.
+    A piece that is not valid UTF-8 as a whole, or of more bytes than the scanner's views can
+    point into (`_plain.TEXT_MAX`, 2 GiB: a single line that long), is decoded line by line too.
     """
     texts: list[bytes] = []
     places: list[tuple[int, int]] = []  # piece, first line
@@ -277,8 +279,8 @@ def decode_pieces(pieces: list[tuple[int, bytes]], *, fast: bool = True) -> pl.L
     for piece, (first_line, data) in enumerate(pieces):
         if first_line == 1 and data.startswith(BOM):
             data = data[len(BOM) :]
-        if fast and _is_utf8(data):
-            texts.append(data)
+        if fast and len(data) <= _plain.TEXT_MAX and _is_utf8(data):
+            texts.append(bytes(data))  # the scanner takes bytes, which cannot change under it
             places.append((piece, first_line))
         else:
             rows = _decode_lines(list(enumerate(data.split(b"\n"), start=first_line)))

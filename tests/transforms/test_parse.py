@@ -335,3 +335,16 @@ def test_pieces_decoded_together_keep_their_lines_and_numbers(pieces):
     # every piece is split and decoded on its own (a piece that is not UTF-8 comes first).
     together = decode_pieces(pieces).collect().sort("piece", "line")
     assert_frame_equal(together, decode_pieces(pieces, fast=False).collect().sort("piece", "line"))
+
+
+def test_a_piece_longer_than_the_scanner_takes_is_decoded_line_by_line(monkeypatch):
+    # The scanner's views point into a text with 32-bit offsets: a piece of 2 GiB or more (a
+    # single line that long) goes to orjson, with its rows as the fast path would give them.
+    from track.transforms import parse
+
+    data = b'{"event":"e","user_id":"u","metadata":{"a":1.0}}\n{"event":"e","user_id":"v"}'
+    expected = decode_ndjson(data).collect()
+    # Bytes that could change under the scan (a bytearray) are read as a copy.
+    assert_frame_equal(decode_ndjson(bytearray(data)).collect(), expected)  # type: ignore[arg-type]
+    monkeypatch.setattr(parse._plain, "TEXT_MAX", 10)
+    assert_frame_equal(decode_ndjson(data).collect(), expected)
