@@ -111,13 +111,20 @@ typedef struct {
 
 typedef struct {
     int32_t length;
-    char prefix[4];
-    int32_t buffer, offset;
+    union {
+        char held[12]; /* a value of at most 12 bytes */
+        struct {
+            char prefix[4];
+            int32_t buffer, offset;
+        } ref; /* a longer one */
+    };
 } View;
+_Static_assert(sizeof(View) == 16, "an Arrow string view is 16 bytes");
 
 static int views_init(Views *c, Py_ssize_t count_cap, int with_valid) {
     c->count = 0;
-    c->views = PyBytes_FromStringAndSize(NULL, (count_cap > 0 ? count_cap : 1) * (Py_ssize_t)sizeof(View));
+    Py_ssize_t bytes = (count_cap > 0 ? count_cap : 1) * (Py_ssize_t)sizeof(View);
+    c->views = PyBytes_FromStringAndSize(NULL, bytes);
     c->valid = with_valid ? PyBytes_FromStringAndSize(NULL, (count_cap + 7) / 8 + 1) : NULL;
     if (!c->views || (with_valid && !c->valid)) return -1;
     if (with_valid) memset(PyBytes_AS_STRING(c->valid), 0, (size_t)((count_cap + 7) / 8 + 1));
@@ -137,11 +144,11 @@ static inline void views_put(Views *c, const char *at, Py_ssize_t len, int32_t b
     if (valid) {
         v->length = (int32_t)len;
         if (len <= 12) {
-            memcpy(v->prefix, at, (size_t)len);
+            memcpy(v->held, at, (size_t)len);
         } else {
-            memcpy(v->prefix, at, 4);
-            v->buffer = buffer;
-            v->offset = (int32_t)(at - base);
+            memcpy(v->ref.prefix, at, 4);
+            v->ref.buffer = buffer;
+            v->ref.offset = (int32_t)(at - base);
         }
         if (c->valid) PyBytes_AS_STRING(c->valid)[c->count >> 3] |= (char)(1 << (c->count & 7));
     }
