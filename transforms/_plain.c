@@ -48,6 +48,19 @@ typedef struct {
     Pair pair[MAX_PAIRS];
 } Line;
 
+/* Bits, one a row (Arrow's validity bitmaps, and which lines are plain) --------------------- */
+
+static inline Py_ssize_t bits_size(Py_ssize_t count) { return (count + 7) / 8 + 1; }
+
+/* Bits for `count` rows, all 0 (NULL, with an exception set, if memory ran out). */
+static PyObject *new_bits(Py_ssize_t count) {
+    PyObject *bits = PyBytes_FromStringAndSize(NULL, bits_size(count));
+    if (bits != NULL) memset(PyBytes_AS_STRING(bits), 0, (size_t)bits_size(count));
+    return bits;
+}
+
+static inline void set_bit(char *bits, Py_ssize_t row) { bits[row >> 3] |= (char)(1 << (row & 7)); }
+
 /* A column being written: bytes, offsets, validity bits; preallocated at upper bounds, as
    Python bytes objects written without the GIL and cut to size after. */
 typedef struct {
@@ -61,10 +74,9 @@ static int column_init(Column *c, Py_ssize_t data_cap, Py_ssize_t count_cap, int
     c->count = 0;
     c->data = data_cap >= 0 ? PyBytes_FromStringAndSize(NULL, data_cap) : NULL;
     c->offsets = PyBytes_FromStringAndSize(NULL, (count_cap + 1) * (Py_ssize_t)sizeof(int64_t));
-    c->valid = with_valid ? PyBytes_FromStringAndSize(NULL, (count_cap + 7) / 8 + 1) : NULL;
+    c->valid = with_valid ? new_bits(count_cap) : NULL;
     if ((data_cap >= 0 && !c->data) || !c->offsets || (with_valid && !c->valid)) return -1;
     ((int64_t *)PyBytes_AS_STRING(c->offsets))[0] = 0;
-    if (with_valid) memset(PyBytes_AS_STRING(c->valid), 0, (size_t)((count_cap + 7) / 8 + 1));
     return 0;
 }
 
@@ -81,7 +93,7 @@ static inline void column_put(Column *c, const char *at, Py_ssize_t len) {
 
 /* Ends the current value: valid (1) or null (0). */
 static inline void column_end(Column *c, int valid) {
-    if (valid && c->valid) PyBytes_AS_STRING(c->valid)[c->count >> 3] |= (char)(1 << (c->count & 7));
+    if (valid && c->valid) set_bit(PyBytes_AS_STRING(c->valid), c->count);
     c->count++;
     ((int64_t *)PyBytes_AS_STRING(c->offsets))[c->count] = c->used;
 }
@@ -92,7 +104,7 @@ static PyObject *column_tuple(Column *c) {
         return NULL;
     PyObject *valid = Py_None, *data = Py_None;
     if (c->valid) {
-        if (_PyBytes_Resize(&c->valid, (c->count + 7) / 8 + 1) < 0) return NULL;
+        if (_PyBytes_Resize(&c->valid, bits_size(c->count)) < 0) return NULL;
         valid = c->valid;
     }
     if (c->data) {
@@ -125,9 +137,8 @@ static int views_init(Views *c, Py_ssize_t count_cap, int with_valid) {
     c->count = 0;
     Py_ssize_t bytes = (count_cap > 0 ? count_cap : 1) * (Py_ssize_t)sizeof(View);
     c->views = PyBytes_FromStringAndSize(NULL, bytes);
-    c->valid = with_valid ? PyBytes_FromStringAndSize(NULL, (count_cap + 7) / 8 + 1) : NULL;
+    c->valid = with_valid ? new_bits(count_cap) : NULL;
     if (!c->views || (with_valid && !c->valid)) return -1;
-    if (with_valid) memset(PyBytes_AS_STRING(c->valid), 0, (size_t)((count_cap + 7) / 8 + 1));
     return 0;
 }
 
@@ -150,7 +161,7 @@ static inline void views_put(Views *c, const char *at, Py_ssize_t len, int32_t b
             v->ref.buffer = buffer;
             v->ref.offset = (int32_t)(at - base);
         }
-        if (c->valid) PyBytes_AS_STRING(c->valid)[c->count >> 3] |= (char)(1 << (c->count & 7));
+        if (c->valid) set_bit(PyBytes_AS_STRING(c->valid), c->count);
     }
     c->count++;
 }
@@ -161,7 +172,7 @@ static PyObject *views_tuple(Views *c) {
         return NULL;
     PyObject *valid = Py_None;
     if (c->valid) {
-        if (_PyBytes_Resize(&c->valid, (c->count + 7) / 8 + 1) < 0) return NULL;
+        if (_PyBytes_Resize(&c->valid, bits_size(c->count)) < 0) return NULL;
         valid = c->valid;
     }
     return Py_BuildValue("(OO)", valid, c->views);
@@ -399,7 +410,7 @@ static void scan_texts(Out *o, Py_buffer *texts, Py_ssize_t count) {
             o->index[row] = index;
             views_put(&o->v[RAW], p, end - p, (int32_t)k, base, 1);
             if (plain_line(p, end, &line)) {
-                o->plain[row >> 3] |= (char)(1 << (row & 7));
+                set_bit(o->plain, row);
                 write_line(o, &line, (int32_t)k, base);
             } else {
                 skip_line(o);
@@ -440,7 +451,7 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         size += texts[held].len;
         lines += count_lines(texts[held].buf, (const char *)texts[held].buf + texts[held].len);
     }
-    plain = PyBytes_FromStringAndSize(NULL, (lines + 7) / 8 + 1);
+    plain = new_bits(lines);
     text = PyBytes_FromStringAndSize(NULL, (lines > 0 ? lines : 1) * (Py_ssize_t)sizeof(uint32_t));
     index = PyBytes_FromStringAndSize(NULL, (lines > 0 ? lines : 1) * (Py_ssize_t)sizeof(int64_t));
     if (!plain || !text || !index) goto done;
@@ -452,7 +463,6 @@ static PyObject *scan(PyObject *self, PyObject *arg) {
         column_init(&o.c[PAIR_TEXT], size, size / 5 + 1, 0) < 0)
         goto done;
     o.plain = PyBytes_AS_STRING(plain);
-    memset(o.plain, 0, (size_t)((lines + 7) / 8 + 1));
     o.text = (uint32_t *)PyBytes_AS_STRING(text);
     o.index = (int64_t *)PyBytes_AS_STRING(index);
 
